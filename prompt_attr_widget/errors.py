@@ -1,0 +1,43 @@
+"""Errors a user can cause, each with a message that says what to do.
+
+Every error raised on purpose by prompt_attr derives from PromptAttrError and
+carries the CLI exit code that matches it, so the CLI, the magics and the
+Python API report the same sentence instead of a deep traceback.
+"""
+
+from __future__ import annotations
+
+
+class PromptAttrError(Exception):
+    """Base class: a problem the user can act on."""
+
+    exit_code = 1
+
+
+class UsageError(PromptAttrError, ValueError):
+    """Bad input or a bad option (CLI exit code 2)."""
+
+    exit_code = 2
+
+
+class BudgetRefused(PromptAttrError):
+    """The projected spend exceeds the budget; nothing was called (exit code 3)."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, projected_usd: float, budget_usd: float):
+        super().__init__(message)
+        self.projected_usd = projected_usd
+        self.budget_usd = budget_usd
+
+
+class BackendError(PromptAttrError):
+    """The model backend could not be set up or did not answer."""
+
+
+class MissingDependency(BackendError):
+    """An optional extra (for example `local`) is not installed."""
+
+
+class RunNotFound(PromptAttrError, LookupError):
+    """No run with that id exists in the runs folder."""

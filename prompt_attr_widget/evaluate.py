@@ -1,0 +1,125 @@
+"""Evaluate: call the model for one masked prompt, through cache, limits and budget.
+
+Order of gates for every call: the disk cache first (a hit is free and
+never waits for a slot), then the budget reservation (a call that might
+not fit is never started), then the concurrency semaphore and the
+requests-per-minute limiter, then the backend (whose SDK retries 429/5xx).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+from aiolimiter import AsyncLimiter
+
+from .backends.base import Backend, Completion, GenerationParams
+from .cache import CallCache, cache_key
+from .cost import Budget, bound_tokens, call_cost, messages_tokens
+from .errors import PromptAttrError
+from .schema import Call, Spend
+
+
+class BudgetExhausted(PromptAttrError):
+    """The next call could pass the budget, so it was not made (the run stops, saved)."""
+
+    exit_code = 3
+
+
+@dataclass
+class Embedded:
+    vector: list[float]
+    tokens: int
+    cost_usd: float | None
+    cache_hit: bool
+
+
+class Evaluator:
+    def __init__(
+        self,
+        backend: Backend,
+        cache: CallCache,
+        budget: Budget,
+        params: GenerationParams,
+        *,
+        concurrency: int,
+        rpm: float | None,
+    ):
+        self.backend = backend
+        self.info = backend.info
+        self.cache = cache
+        self.budget = budget
+        self.params = params
+        self.semaphore = asyncio.Semaphore(concurrency)
+        self.limiter = AsyncLimiter(rpm, 60) if rpm else None
+        self.spend = Spend()
+
+    async def complete(self, messages: list[dict]) -> Call:
+        """A chat completion for these messages (cached, limited, budgeted)."""
+        key = cache_key("chat", self.info, {"messages": messages, "params": self.params.as_dict()})
+        start = time.perf_counter()
+        hit = self.cache.get(key)
+        if hit is not None:
+            self.spend.cache_hits += 1
+            return Call(**hit, cost_usd=0.0, cache_hit=True, elapsed_ms=_ms(start))
+        price = self.info.price
+        worst = call_cost(price, messages_tokens(messages, bound=True), self.params.max_tokens)
+        completion: Completion = await self._paid(worst, self.backend.complete, messages, self.params)
+        prompt_tokens = completion.prompt_tokens or messages_tokens(messages, bound=True)
+        completion_tokens = completion.completion_tokens or self.params.max_tokens
+        cost = call_cost(price, prompt_tokens, completion_tokens)
+        self.budget.settle(worst, cost)
+        self.spend.prompt_tokens += prompt_tokens
+        self.spend.completion_tokens += completion_tokens
+        record = {
+            "output": completion.text,
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "finish_reason": completion.finish_reason,
+            "system_fingerprint": completion.system_fingerprint,
+        }
+        self.cache.set(key, record)
+        return Call(**record, cost_usd=cost, elapsed_ms=_ms(start))
+
+    async def embed(self, text: str) -> Embedded:
+        """The embedding of one answer (cached, limited, budgeted)."""
+        key = cache_key("embed", self.info, {"text": text})
+        hit = self.cache.get(key)
+        if hit is not None:
+            self.spend.cache_hits += 1
+            return Embedded(vector=hit["vector"], tokens=hit["tokens"], cost_usd=0.0, cache_hit=True)
+        price = self.info.embed_price
+        worst = call_cost(price, bound_tokens(text) + 1)
+        result = await self._paid(worst, self.backend.embed, [text])
+        tokens = result.prompt_tokens or bound_tokens(text) + 1
+        cost = call_cost(price, tokens)
+        self.budget.settle(worst, cost)
+        self.spend.embed_tokens += tokens
+        self.cache.set(key, {"vector": result.vectors[0], "tokens": tokens})
+        return Embedded(vector=result.vectors[0], tokens=tokens, cost_usd=cost, cache_hit=False)
+
+    async def _paid(self, worst_case_usd, fn, *args):
+        if not self.budget.reserve(worst_case_usd):
+            raise BudgetExhausted(
+                f"stopped before passing the budget of ${self.budget.limit:.4f} "
+                f"(spent ${self.budget.spent:.4f}); every result so far is saved"
+            )
+        try:
+            async with self.semaphore:
+                if self.limiter is not None:
+                    await self.limiter.acquire()
+                self.spend.calls += 1
+                return await fn(*args)
+        except BaseException:
+            # A failed call may still have been billed; we cannot know, so keep
+            # its worst case booked as spent rather than risk passing the budget.
+            self.budget.settle(worst_case_usd, worst_case_usd)
+            raise
+
+    def spend_snapshot(self) -> Spend:
+        return self.spend.model_copy(update={"usd": self.budget.spent_usd})
+
+
+def _ms(start: float) -> float:
+    return round((time.perf_counter() - start) * 1000, 3)

@@ -1,0 +1,74 @@
+"""The events the engine streams; the run store, widget and CLI each consume them.
+
+Events are small on purpose: an `Evaluated` carries one evaluation, never
+the history, so every sink can update incrementally.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field, TypeAdapter
+
+from .schema import Call, Evaluation, RunRecord, SpanScore, Spend
+
+
+class RunStarted(BaseModel):
+    type: Literal["run_started"] = "run_started"
+    record: RunRecord  # the header: prompt, spans, config, backend; no results yet
+    planned: int  # evaluations planned (an upper bound for hierarchical runs)
+
+
+class BaselineDone(BaseModel):
+    type: Literal["baseline"] = "baseline"
+    baseline: Call
+
+
+class Evaluated(BaseModel):
+    type: Literal["evaluated"] = "evaluated"
+    evaluation: Evaluation
+
+
+class Estimate(BaseModel):
+    type: Literal["estimate"] = "estimate"
+    round: int
+    attribution: list[SpanScore]
+
+
+class Progress(BaseModel):
+    type: Literal["progress"] = "progress"
+    done: int
+    planned: int
+    calls: int
+    cache_hits: int
+    spend_usd: float | None
+    elapsed_s: float
+    eta_s: float | None
+
+
+class RunFinished(BaseModel):
+    type: Literal["run_finished"] = "run_finished"
+    spend: Spend
+    timings_ms: dict[str, float]
+
+
+class RunAborted(BaseModel):
+    type: Literal["run_aborted"] = "run_aborted"
+    reason: str
+    spend: Spend
+    timings_ms: dict[str, float] = Field(default_factory=dict)
+
+
+class RunFailed(BaseModel):
+    type: Literal["run_failed"] = "run_failed"
+    error: str
+    spend: Spend
+    timings_ms: dict[str, float] = Field(default_factory=dict)
+
+
+Event = Annotated[
+    RunStarted | BaselineDone | Evaluated | Estimate | Progress | RunFinished | RunAborted | RunFailed,
+    Field(discriminator="type"),
+]
+EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+TERMINAL = (RunFinished, RunAborted, RunFailed)

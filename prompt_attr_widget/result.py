@@ -1,0 +1,102 @@
+"""The Attribution: what `attribute()` and `load_run()` return.
+
+A thin, read-only view over a run record, so a live result and one loaded
+from disk are the same object with the same methods and the same output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .render import heatmap_html
+from .runs import dump_json
+from .schema import RunRecord
+
+
+@dataclass(frozen=True)
+class SpanResult:
+    index: int
+    start: int
+    end: int
+    text: str
+    score: float
+    resolved: bool
+    ablated_output: str | None
+
+
+class Attribution:
+    def __init__(self, record: RunRecord, runs_dir: Path | None = None):
+        self.record = record
+        self.runs_dir = runs_dir
+        by_id = {e.id: e for e in record.evaluations}
+        scores = {s.index: s for s in record.attribution}
+        spans = []
+        for span in record.spans:
+            s = scores.get(span.index)
+            ev = by_id.get(s.evaluation) if s and s.evaluation is not None else None
+            spans.append(
+                SpanResult(
+                    index=span.index,
+                    start=span.start,
+                    end=span.end,
+                    text=span.text,
+                    score=s.score if s else 0.0,
+                    resolved=s.resolved if s else False,
+                    ablated_output=ev.output if ev else None,
+                )
+            )
+        self.spans: list[SpanResult] = spans
+
+    @property
+    def run_id(self) -> str:
+        return self.record.run_id
+
+    @property
+    def status(self) -> str:
+        return self.record.status
+
+    @property
+    def baseline(self) -> str | None:
+        return self.record.baseline.output if self.record.baseline else None
+
+    @property
+    def spend_usd(self) -> float | None:
+        return self.record.spend.usd
+
+    @property
+    def path(self) -> Path | None:
+        return self.runs_dir / self.run_id if self.runs_dir else None
+
+    def top(self, k: int = 5) -> list[SpanResult]:
+        """The k spans with the highest scores (ties broken by position)."""
+        return sorted(self.spans, key=lambda s: (-s.score, s.index))[:k]
+
+    def to_records(self) -> list[dict]:
+        return [asdict(s) for s in self.spans]
+
+    def to_dataframe(self):
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError("to_dataframe needs pandas: pip install pandas") from None
+        return pd.DataFrame.from_records(self.to_records(), index="index")
+
+    def to_json(self) -> str:
+        return dump_json(self.record)
+
+    def _repr_html_(self) -> str:
+        return heatmap_html(self.record)
+
+    def __repr__(self) -> str:
+        top = self.top(1)
+        best = f", top span {top[0].index} ({top[0].score:.3f})" if top and top[0].score > 0 else ""
+        return (
+            f"<Attribution {self.run_id} {self.status}: {len(self.spans)} spans, "
+            f"{len(self.record.evaluations)} evaluations, model {self.record.backend.model}{best}>"
+        )
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Attribution) and self.record == other.record
+
+    __hash__ = None
