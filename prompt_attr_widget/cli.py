@@ -1,0 +1,196 @@
+"""The `prompt-attr` command: run, ls, show.
+
+Exit codes: 0 success, 2 usage error, 3 refused or stopped by the budget,
+1 any other failure, 130 interrupted (the partial run is saved).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import asdict
+
+from . import __version__
+from .api import attribute, list_runs, load_run
+from .config import Price
+from .cost import usd
+from .errors import BudgetRefused, PromptAttrError, UsageError
+from .events import Estimate, Progress, RunStarted
+from .render import heatmap_terminal, safe_terminal_text, top_table
+from .result import Attribution
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="prompt-attr", description="Which part of your prompt made the model say that?")
+    p.add_argument("--version", action="version", version=f"prompt-attr {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="attribute a prompt (FILE, or - for standard input)")
+    run.add_argument("file", metavar="FILE|-")
+    add_run_options(run)
+    run.add_argument("--json", action="store_true", help="print the run record as JSON on stdout")
+    run.add_argument("--no-color", action="store_true", help="plain text heat-map")
+    run.add_argument("--top", type=int, default=5, metavar="K", help="rows in the top-spans table (default 5)")
+
+    ls = sub.add_parser("ls", help="list the runs in the runs folder")
+    ls.add_argument("--runs-dir", help="runs folder (default $PROMPT_ATTR_RUNS_DIR or ./runs)")
+    ls.add_argument("--json", action="store_true")
+
+    show = sub.add_parser("show", help="replay a saved run (no model calls); RUN_ID may be a prefix or 'latest'")
+    show.add_argument("run_id", metavar="RUN_ID")
+    show.add_argument("--runs-dir")
+    show.add_argument("--json", action="store_true")
+    show.add_argument("--no-color", action="store_true")
+    show.add_argument("--top", type=int, default=5, metavar="K")
+    return p
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """The options shared by the CLI and the %%attribute magic."""
+    p.add_argument("--model", default="local", help="local | local:/path.gguf | gpt-4o-mini | openai:<model> | a name with --base-url")
+    p.add_argument("--base-url", help="an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
+    p.add_argument("--embed-model", help="embedding model for the distance score")
+    p.add_argument("--system", help="a system message sent with every call")
+    p.add_argument("--segment", choices=["heading", "paragraph", "sentence", "line", "tokens"], default=None, help="span level (default sentence)")
+    p.add_argument("--window-tokens", type=int, help="tokens per span for --segment tokens (default 40)")
+    p.add_argument("--method", choices=["hierarchical", "loo"], default=None, help="hierarchical passes (default) or leave-one-out")
+    p.add_argument("--threshold", type=float, dest="refine_threshold", help="share of impact the refined groups must cover (default 0.85)")
+    p.add_argument("--budget", type=float, help="maximum spend in USD; refuses or stops before passing it")
+    p.add_argument("--price-in", type=float, help="USD per million input tokens (for models with no known price)")
+    p.add_argument("--price-out", type=float, help="USD per million output tokens")
+    p.add_argument("--concurrency", type=int, help="calls in flight at once (default 20)")
+    p.add_argument("--rpm", type=float, help="requests per minute limit")
+    p.add_argument("--max-tokens", type=int, help="answer length cap (default 128)")
+    p.add_argument("--timeout", type=float, help="seconds per request (default 60)")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the call cache")
+    p.add_argument("--runs-dir", help="runs folder (default $PROMPT_ATTR_RUNS_DIR or ./runs)")
+
+
+def run_options(args: argparse.Namespace) -> dict:
+    """argparse namespace → keyword arguments of attribute()."""
+    price = None
+    if args.price_in is not None or args.price_out is not None:
+        price = Price(input=args.price_in or 0.0, output=args.price_out or 0.0)
+    names = ("model", "base_url", "embed_model", "system", "segment", "window_tokens", "method", "refine_threshold",
+             "budget", "concurrency", "rpm", "max_tokens", "timeout", "runs_dir")
+    options = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    if price:
+        options["price"] = price
+    if args.no_cache:
+        options["cache"] = False
+    return options
+
+
+def read_prompt(path: str) -> str:
+    try:
+        data = sys.stdin.buffer.read() if path == "-" else open(path, "rb").read()
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{path} is not UTF-8 text (byte {exc.start}): give a text file") from None
+
+
+class ProgressLine:
+    """Live one-line progress on a terminal (at most ten redraws a second)."""
+
+    def __init__(self, stream=sys.stderr):
+        self.stream = stream
+        self.live = stream.isatty()
+        self.last = 0.0
+
+    def __call__(self, event) -> None:
+        if isinstance(event, RunStarted):
+            r = event.record
+            cost = "unknown" if r.projected_usd is None else f"at most {usd(r.projected_usd)}"
+            self.stream.write(f"run {r.run_id}: {len(r.spans)} spans, model {r.backend.model}, projected {cost}\n")
+        elif isinstance(event, Progress) and self.live and time.monotonic() - self.last > 0.1:
+            self.last = time.monotonic()
+            filled = int(20 * event.done / max(1, event.planned))
+            spend = "?" if event.spend_usd is None else usd(event.spend_usd)
+            eta = "" if event.eta_s is None else f" · ETA {event.eta_s:.0f}s"
+            self.stream.write(
+                f"\r[{'#' * filled}{'.' * (20 - filled)}] {event.done}/{event.planned} · {event.calls} calls · "
+                f"{event.cache_hits} cached · {spend} · {event.elapsed_s:.1f}s{eta}   "
+            )
+        elif isinstance(event, Estimate) and not self.live:
+            self.stream.write(f"pass {event.round} done\n")
+        self.stream.flush()
+
+
+def print_result(result: Attribution, *, as_json: bool, color: bool, top: int) -> None:
+    if as_json:
+        print(result.to_json())
+        return
+    r = result.record
+    print(heatmap_terminal(r, color=color))
+    print()
+    print(f"baseline output: {safe_terminal_text(result.baseline or '(none)')}")
+    print()
+    print(top_table(r, top))
+    spend = "unknown (no price for this model)" if r.spend.usd is None else usd(r.spend.usd)
+    print(
+        f"\n{r.status} · {len(r.evaluations)} evaluations · {r.spend.calls} calls · "
+        f"{r.spend.cache_hits} cache hits · spend {spend} · {r.timings_ms.get('total_ms', 0) / 1000:.1f}s"
+        + (f"\nreason: {safe_terminal_text(r.reason)}" if r.reason else "")
+        + f"\nrun saved: {result.path}"
+    )
+
+
+def _cmd_run(args) -> int:
+    prompt = read_prompt(args.file)
+    progress = ProgressLine()
+    result = attribute(prompt, on_event=progress, **run_options(args))
+    if progress.live:
+        sys.stderr.write("\n")
+    color = not args.no_color and sys.stdout.isatty() and "NO_COLOR" not in os.environ
+    print_result(result, as_json=args.json, color=color, top=args.top)
+    if result.status == "aborted" and "budget" in (result.record.reason or ""):
+        return 3
+    return {"finished": 0}.get(result.status, 1)
+
+
+def _cmd_ls(args) -> int:
+    runs = list_runs(args.runs_dir)
+    if args.json:
+        print(json.dumps([asdict(r) for r in runs], indent=1))
+        return 0
+    if not runs:
+        print("no runs yet")
+        return 0
+    print(f"{'run id':<30} {'status':<9} {'model':<24} {'spans':>5} {'evals':>5} {'spend':>9}  top span")
+    for r in runs:
+        spend = "?" if r.spend_usd is None else usd(r.spend_usd)
+        print(f"{r.run_id:<30} {r.status:<9} {safe_terminal_text(r.model)[:24]:<24} {r.spans:>5} {r.evaluations:>5} {spend:>9}  {safe_terminal_text(r.top_span)}")
+    return 0
+
+
+def _cmd_show(args) -> int:
+    result = load_run(args.run_id, runs_dir=args.runs_dir)
+    color = not args.no_color and sys.stdout.isatty() and "NO_COLOR" not in os.environ
+    print_result(result, as_json=args.json, color=color, top=args.top)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    handler = {"run": _cmd_run, "ls": _cmd_ls, "show": _cmd_show}[args.command]
+    try:
+        return handler(args)
+    except BudgetRefused as exc:
+        print(f"prompt-attr: {exc}", file=sys.stderr)
+        return 3
+    except PromptAttrError as exc:
+        print(f"prompt-attr: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("\nprompt-attr: interrupted; the partial run is saved (see prompt-attr ls)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
