@@ -17,6 +17,7 @@ from .cache import CallCache
 from .config import AttributionConfig, cache_dir, runs_dir as resolve_runs_dir
 from .engine import run_events
 from .errors import UsageError
+from .events import TERMINAL
 from .result import Attribution
 from .runs import RunSummary, RunWriter, list_runs as _list_runs, new_run_id, read_run
 
@@ -51,14 +52,18 @@ async def attribute_async(
     cache = CallCache(cache_dir() if config.cache else None)
     try:
         async for event in run_events(prompt, config, backend, cache=cache, run_id=new_run_id()):
+            if isinstance(event, TERMINAL) and store.record is not None:
+                # Backends learn part of their fingerprint from answers (OpenAI's
+                # system_fingerprint): record it before run.json is written.
+                store.record.backend.fingerprint.update(backend.info.fingerprint)
             store.handle(event)
             for sink in sinks:
                 sink(event)
     except (asyncio.CancelledError, KeyboardInterrupt):
-        store.end("aborted", "interrupted (Ctrl-C or cancelled); every result received so far is saved")
+        _tell(sinks, store.end("aborted", "interrupted (Ctrl-C or Stop); every result received so far is saved"))
         raise
     except BaseException as exc:
-        store.end("failed", f"{type(exc).__name__}: {exc}")
+        _tell(sinks, store.end("failed", f"{type(exc).__name__}: {exc}"))
         raise
     finally:
         cache.close()
@@ -67,6 +72,17 @@ async def attribute_async(
     if store.record is not None:
         store.record.backend.fingerprint.update(backend.info.fingerprint)
     return Attribution(store.record, folder)
+
+
+def _tell(sinks: list[EventSink], event) -> None:
+    """Pass a closing event to the sinks; a failing sink must not hide the real error."""
+    if event is None:
+        return
+    for sink in sinks:
+        try:
+            sink(event)
+        except Exception:  # noqa: BLE001 - the run is already ending with another error
+            pass
 
 
 def attribute(prompt: str, **kwargs) -> Attribution:

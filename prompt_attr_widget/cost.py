@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import threading
 from functools import lru_cache
 from importlib import resources
@@ -22,6 +23,7 @@ from .errors import BudgetRefused, UsageError
 
 MESSAGE_OVERHEAD_TOKENS = 4
 REPLY_OVERHEAD_TOKENS = 3
+_SNAPSHOT = re.compile(r"\d{4}(?:-\d{2}-\d{2})?")  # gpt-4o-2024-08-06, gpt-3.5-turbo-0125
 
 
 @lru_cache(maxsize=4)
@@ -44,7 +46,12 @@ def lookup_price(model: str, kind: str = "chat") -> Price | None:
     table = price_table()[kind]
     if model in table:
         return table[model]
-    family = max((name for name in table if model.startswith(name + "-")), key=len, default=None)
+    # Only a date suffix names a snapshot of the same model: o1-pro or
+    # gpt-4o-audio-preview are other models at other prices, never o1 or gpt-4o.
+    family = next(
+        (name for name in table if model.startswith(name + "-") and _SNAPSHOT.fullmatch(model[len(name) + 1 :])),
+        None,
+    )
     return table[family] if family else None
 
 
@@ -113,6 +120,13 @@ class Budget:
         return None if self.unknown else self.spent
 
 
+def usd(amount: float | None) -> str:
+    """Dollars with enough digits to be meaningful for tiny figures."""
+    if amount is None:
+        return "unknown"
+    return f"${amount:.4f}" if amount == 0 or amount >= 0.01 else f"${amount:.6f}"
+
+
 def check_projection(projected_usd: float | None, budget_usd: float | None, model: str) -> None:
     """Refuse before the first call when the projected spend exceeds the budget."""
     if budget_usd is None:
@@ -125,8 +139,8 @@ def check_projection(projected_usd: float | None, budget_usd: float | None, mode
         )
     if projected_usd > budget_usd:
         raise BudgetRefused(
-            f"refused: this run could cost up to ${projected_usd:.4f}, over the budget of "
-            f"${budget_usd:.4f}; raise --budget, use --method hierarchical, a coarser --segment, "
+            f"refused: this run could cost up to {usd(projected_usd)}, over the budget of "
+            f"{usd(budget_usd)}; raise --budget, use --method hierarchical, a coarser --segment, "
             "a smaller --max-tokens, or --model local (free)",
             projected_usd,
             budget_usd,

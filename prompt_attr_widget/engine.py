@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 
 from ._version import __version__
 from .backends.base import Backend, GenerationParams
+from .backends.openai import public_url
 from .cache import CallCache
 from .config import AttributionConfig
 from .cost import Budget, call_cost, check_projection, messages_tokens
@@ -47,7 +48,7 @@ def prompt_sha256(prompt: str, config: AttributionConfig, spans: list[Span]) -> 
         "system": config.system,
         "segmentation": [[s.start, s.end] for s in spans],
         "model": config.model,
-        "base_url": config.base_url,
+        "base_url": public_url(config.base_url),
         "params": {"max_tokens": config.max_tokens, "temperature": config.temperature, "seed": config.seed},
     }
     blob = json.dumps(bundle, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
@@ -85,7 +86,8 @@ class _Run:
         self._timed("segment_ms", t)
         t = time.perf_counter()
         n = len(self.spans)
-        worst = n if c.method == "loo" else worst_case_groups(n, self.spans, self.prompt, c.group_fraction)
+        small = n <= 2 / c.group_fraction
+        worst = n if c.method == "loo" or small else worst_case_groups(n, self.spans, self.prompt, c.group_fraction)
         self._timed("plan_ms", t)
         info = self.backend.info
         record = RunRecord(
@@ -95,7 +97,7 @@ class _Run:
             prompt=self.prompt,
             system=c.system,
             prompt_sha256=prompt_sha256(self.prompt, c, self.spans),
-            config=c.model_dump(mode="json"),
+            config={**c.model_dump(mode="json"), "base_url": public_url(c.base_url)},  # no credentials
             backend=BackendRecord(
                 backend=info.backend,
                 model=info.model,
@@ -192,7 +194,8 @@ class _Run:
 
     async def passes(self) -> AsyncIterator:
         n = len(self.spans)
-        if self.config.method == "loo":
+        if self.config.method == "loo" or n <= 2 / self.config.group_fraction:
+            # With this few spans a coarse pass cannot save calls: go straight to LOO.
             async for event in self.run_pass(leave_one_out(n), 0):
                 yield event
             yield self.estimate(0)
@@ -235,6 +238,8 @@ async def run_events(
         async for event in run.passes():
             yield event
     except BudgetExhausted as exc:
+        if run.evaluated:  # the attribution of what was paid for, not an empty heat-map
+            yield run.estimate(max(ev.round for ev in run.evaluated.values()))
         yield RunAborted(reason=str(exc), spend=run.evaluator.spend_snapshot(), timings_ms=run.total_timings())
         return
     except PromptAttrError as exc:

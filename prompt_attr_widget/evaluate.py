@@ -1,9 +1,10 @@
 """Evaluate: call the model for one masked prompt, through cache, limits and budget.
 
 Order of gates for every call: the disk cache first (a hit is free and
-never waits for a slot), then the budget reservation (a call that might
-not fit is never started), then the concurrency semaphore and the
-requests-per-minute limiter, then the backend (whose SDK retries 429/5xx).
+never waits for a slot), then the concurrency semaphore and the
+requests-per-minute limiter, then the budget reservation (a call that might
+not fit is never started, and only calls about to start hold a
+reservation), then the backend (whose SDK retries 429/5xx).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from aiolimiter import AsyncLimiter
 
 from .backends.base import Backend, Completion, GenerationParams
 from .cache import CallCache, cache_key
-from .cost import Budget, bound_tokens, call_cost, messages_tokens
+from .cost import Budget, bound_tokens, call_cost, messages_tokens, usd
 from .errors import PromptAttrError
 from .schema import Call, Spend
 
@@ -54,6 +55,8 @@ class Evaluator:
         self.semaphore = asyncio.Semaphore(concurrency)
         self.limiter = AsyncLimiter(rpm, 60) if rpm else None
         self.spend = Spend()
+        self._holding = 0  # calls started and not yet settled
+        self._settled = asyncio.Event()
 
     async def complete(self, messages: list[dict]) -> Call:
         """A chat completion for these messages (cached, limited, budgeted)."""
@@ -69,7 +72,7 @@ class Evaluator:
         prompt_tokens = completion.prompt_tokens or messages_tokens(messages, bound=True)
         completion_tokens = completion.completion_tokens or self.params.max_tokens
         cost = call_cost(price, prompt_tokens, completion_tokens)
-        self.budget.settle(worst, cost)
+        self._settle(worst, cost)
         self.spend.prompt_tokens += prompt_tokens
         self.spend.completion_tokens += completion_tokens
         record = {
@@ -94,28 +97,45 @@ class Evaluator:
         result = await self._paid(worst, self.backend.embed, [text])
         tokens = result.prompt_tokens or bound_tokens(text) + 1
         cost = call_cost(price, tokens)
-        self.budget.settle(worst, cost)
+        self._settle(worst, cost)
         self.spend.embed_tokens += tokens
         self.cache.set(key, {"vector": result.vectors[0], "tokens": tokens})
         return Embedded(vector=result.vectors[0], tokens=tokens, cost_usd=cost, cache_hit=False)
 
     async def _paid(self, worst_case_usd, fn, *args):
-        if not self.budget.reserve(worst_case_usd):
-            raise BudgetExhausted(
-                f"stopped before passing the budget of ${self.budget.limit:.4f} "
-                f"(spent ${self.budget.spent:.4f}); every result so far is saved"
-            )
-        try:
-            async with self.semaphore:
-                if self.limiter is not None:
-                    await self.limiter.acquire()
+        async with self.semaphore:
+            if self.limiter is not None:
+                await self.limiter.acquire()
+            # Reserve only once a slot is held: calls queued behind the
+            # semaphore must not hold reservations, or a run with many spans
+            # would stop at once although its calls fit the budget one by one.
+            # While other calls are in flight their settling may free enough
+            # (a worst case is booked, usually far above the real cost), so
+            # wait for them; stop only when nothing else could free budget,
+            # so no call already paid for is thrown away.
+            while not self.budget.reserve(worst_case_usd):
+                if self._holding == 0:
+                    raise BudgetExhausted(
+                        f"stopped before passing the budget of {usd(self.budget.limit)} "
+                        f"(spent {usd(self.budget.spent)}); every result so far is saved"
+                    )
+                self._settled.clear()
+                await self._settled.wait()
+            self._holding += 1
+            try:
                 self.spend.calls += 1
                 return await fn(*args)
-        except BaseException:
-            # A failed call may still have been billed; we cannot know, so keep
-            # its worst case booked as spent rather than risk passing the budget.
-            self.budget.settle(worst_case_usd, worst_case_usd)
-            raise
+            except BaseException:
+                # A failed call may still have been billed; we cannot know, so keep
+                # its worst case booked as spent rather than risk passing the budget.
+                self._settle(worst_case_usd, worst_case_usd)
+                raise
+
+    def _settle(self, reserved_usd, actual_usd) -> None:
+        """Swap a started call's reservation for its cost and wake calls waiting for budget."""
+        self.budget.settle(reserved_usd, actual_usd)
+        self._holding -= 1
+        self._settled.set()
 
     def spend_snapshot(self) -> Spend:
         return self.spend.model_copy(update={"usd": self.budget.spent_usd})

@@ -79,6 +79,11 @@ def split(group: Group, spans: Sequence[Span], prompt: str, fraction: float) -> 
             ),
         )
         cuts.append(best)
+    if not cuts:
+        # One span dwarfs the rest, so no boundary lies near any ideal cut: cut
+        # nearest the middle anyway, or the group would be "split" into itself
+        # and refinement would never end.
+        cuts.append(min(range(1, group.size), key=lambda b: abs(cumulative[b - 1] - total / 2)))
     bounds = [0, *cuts, group.size]
     return [Group(group.start + a, group.start + b) for a, b in zip(bounds, bounds[1:]) if b > a]
 

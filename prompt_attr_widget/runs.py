@@ -35,8 +35,8 @@ from .events import (
 )
 from .schema import RunRecord, Spend
 
-RUN_ID = re.compile(r"^\d{8}T\d{9}Z-[0-9a-f]{8}$")
-_ID_PREFIX = re.compile(r"^[0-9TZa-f-]{4,30}$")
+RUN_ID = re.compile(r"^\d{8}T\d{9}Z-[0-9a-f]{8}\Z")
+_ID_PREFIX = re.compile(r"^[0-9TZa-f-]{4,30}\Z")
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -126,15 +126,19 @@ class RunWriter:
         if self.record.status != "running":
             self._close()
 
-    def end(self, status: str, reason: str) -> None:
-        """Close a run that ended outside the event stream (interrupt, crash in a sink)."""
-        if self.record is None or self.record.status != "running":
-            return
+    def end(self, status: str, reason: str):
+        """Close a run that ended outside the event stream (interrupt, crash in a sink).
+
+        Returns the closing event, so the caller can pass it on to other sinks.
+        """
+        if self.record is None or self.record.status != "running" or self._events is None:
+            return None  # never started, already closed, or its folder could not be made
         event = (RunAborted if status == "aborted" else RunFailed)(
             **({"reason": reason} if status == "aborted" else {"error": reason}),
             spend=tally_spend(self.record),
         )
         self.handle(event)
+        return event
 
     def _open(self) -> None:
         try:

@@ -28,6 +28,7 @@ _FENCE = re.compile(r" {0,3}(`{3,}|~{3,})")
 _LIST_ITEM = re.compile(r"[ \t]*(?:[-*+•]|\d{1,3}[.)])[ \t]+\S")
 _SENTENCE_END = re.compile(r"[.!?…。！？]+[\"'”’)\]]*(?=\s)")
 _TOKEN = re.compile(r"\w+|[^\w\s]", re.UNICODE)
+_INITIALS = re.compile(r"^(?:[^\W\d_]\.)*[^\W\d_]\Z")  # "a", "u.s", "e.u"
 _ABBREVIATIONS = frozenset(
     "e.g i.e etc vs mr mrs ms dr prof st jr sr cf approx no fig al inc ltd".split()
 )
@@ -191,8 +192,11 @@ def _list_items(text: str, start: int, end: int):
 
 def _sentences(text: str, start: int, end: int):
     out, cur = [], start
+    marker = _LIST_ITEM.match(text, start, end)  # "1. " of a numbered item ends no sentence
     for m in _SENTENCE_END.finditer(text, start, end):
-        if _is_abbreviation(text, start, m.start()) or _continues_lowercase(text, m.end(), end):
+        if marker and m.start() < marker.end():
+            continue
+        if _is_abbreviation(text, start, m.start()):
             continue
         out.append((cur, m.end()))
         cur = m.end()
@@ -207,13 +211,7 @@ def _is_abbreviation(text: str, floor: int, dot: int) -> bool:
     while word_start > floor and (text[word_start - 1].isalpha() or text[word_start - 1] == "."):
         word_start -= 1
     word = text[word_start:dot].lower()
-    return word in _ABBREVIATIONS or (len(word) == 1 and word.isalpha())
-
-
-def _continues_lowercase(text: str, pos: int, end: int) -> bool:
-    while pos < end and text[pos].isspace():
-        pos += 1
-    return pos < end and "a" <= text[pos] <= "z"
+    return word in _ABBREVIATIONS or _INITIALS.match(word) is not None
 
 
 def _by_tokens(text: str, window: int):
@@ -223,9 +221,6 @@ def _by_tokens(text: str, window: int):
     fence_iter = iter(fences)
     next_fence = next(fence_iter, None)
     for m in _TOKEN.finditer(text):
-        if next_fence and m.start() >= next_fence[0]:
-            if m.start() < next_fence[1]:
-                continue  # inside a fence: handled as one unit below
         while next_fence and m.start() >= next_fence[1]:
             if win_start is not None:
                 out.append((win_start, last_end, "text"))
@@ -233,6 +228,8 @@ def _by_tokens(text: str, window: int):
             out.append((next_fence[0], next_fence[1], "fence"))
             last_end = next_fence[1]
             next_fence = next(fence_iter, None)
+        if next_fence and m.start() >= next_fence[0]:
+            continue  # inside a fence: handled as one unit
         if win_start is None:
             win_start = m.start()
         count += 1

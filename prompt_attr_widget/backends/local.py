@@ -10,6 +10,8 @@ loop. Models are loaded once per process and shared between runs.
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
 import hashlib
 import importlib.util
 import os
@@ -28,6 +30,21 @@ _models: dict[tuple, object] = {}
 _executors: dict[str, ThreadPoolExecutor] = {}
 _registry_lock = threading.Lock()
 _digests: dict[tuple, str] = {}
+
+
+@atexit.register
+def _close_models() -> None:
+    """Free the shared models at exit, while llama_cpp is still intact.
+
+    Left to interpreter teardown, Llama.__del__ may run after llama_cpp's
+    globals are gone and print a TypeError traceback per model.
+    """
+    with _registry_lock:
+        models = list(_models.values())
+        _models.clear()
+    for llm in models:
+        with contextlib.suppress(Exception):
+            llm.close()
 
 
 def embedded_model_path() -> Path:
@@ -60,6 +77,23 @@ def file_digest(path: Path) -> str:
                 h.update(block)
         _digests[key] = h.hexdigest()
     return _digests[key]
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Silence llama.cpp's C-level load chatter (it bypasses Python's sys.stderr)."""
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    with open(os.devnull, "wb") as devnull:
+        os.dup2(devnull.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 class LocalBackend:
@@ -100,7 +134,8 @@ class LocalBackend:
                 if role == "logprob":
                     kwargs.update(logits_all=True)
                 try:
-                    _models[key] = lc.Llama(**kwargs)
+                    with _quiet_stderr():
+                        _models[key] = lc.Llama(**kwargs)
                 except Exception as exc:  # llama.cpp reports a bad file as ValueError/RuntimeError
                     raise BackendError(f"could not load the GGUF model {self.path}: {exc}") from None
             return _models[key]
