@@ -12,6 +12,13 @@ from .errors import BackendError, BudgetRefused, MissingDependency, PromptAttrEr
 from .result import Attribution, SpanResult
 from .segment import Span, segment
 
+
+def load_ipython_extension(ipython) -> None:
+    """`%load_ext prompt_attr`: register %%attribute, %attribute_runs, %attribute_show."""
+    from .magics import load_ipython_extension as register
+
+    register(ipython)
+
 __all__ = [
     "Attribution",
     "AttributionConfig",
@@ -28,6 +35,7 @@ __all__ = [
     "attribute",
     "attribute_async",
     "list_runs",
+    "load_ipython_extension",
     "load_run",
     "segment",
 ]

@@ -14,6 +14,7 @@ import atexit
 import contextlib
 import hashlib
 import importlib.util
+import io
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -81,13 +82,15 @@ def file_digest(path: Path) -> str:
 
 @contextlib.contextmanager
 def _quiet_stderr():
-    """Silence llama.cpp's C-level load chatter (it bypasses Python's sys.stderr)."""
+    """Silence llama.cpp's load chatter: its C code writes to fd 2 and its Python
+    log callback to sys.stderr (which Jupyter replaces), so quiet both."""
     try:
         saved = os.dup(2)
     except OSError:
-        yield
+        with contextlib.redirect_stderr(io.StringIO()):
+            yield
         return
-    with open(os.devnull, "wb") as devnull:
+    with open(os.devnull, "wb") as devnull, contextlib.redirect_stderr(io.StringIO()):
         os.dup2(devnull.fileno(), 2)
         try:
             yield

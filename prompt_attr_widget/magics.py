@@ -1,0 +1,190 @@
+"""IPython magics: `%%attribute`, `%attribute_runs`, `%attribute_show`.
+
+`%load_ext prompt_attr` registers them. Options are parsed by IPython's
+magic_arguments with the same option set as the CLI; every error a user can
+cause comes back as one line (IPython's UsageError), never a traceback.
+"""
+
+from __future__ import annotations
+
+import html
+import keyword
+import string
+
+from IPython.core import magic_arguments
+from IPython.core.error import UsageError as IPythonUsageError
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.display import display
+
+from .api import attribute, attribute_async, list_runs, load_run
+from .backends import resolve_backend
+from .cli import add_run_options, run_options
+from .config import AttributionConfig
+from .cost import usd
+from .errors import PromptAttrError
+from .segment import segment
+from .widget import AttributionWidget
+
+EXAMPLES = """
+Examples
+--------
+%%attribute --model local
+### Role
+You are a geography tutor. Always answer in French.
+### Question
+What is the capital of France?
+
+%%attribute --model gpt-4o-mini --budget 0.05 --segment paragraph --out result
+...
+
+%%attribute --background --out job     (then, in another cell: result = await job)
+
+%%attribute --format --out r           (fills {name} placeholders from the notebook)
+Summarise {document} for {audience}.
+"""
+
+
+def _attribute_parser() -> magic_arguments.MagicArgumentParser:
+    p = magic_arguments.MagicArgumentParser(
+        prog="%%attribute",
+        description="Attribute the model's answer to the spans of the cell's prompt; shows a live heat-map.",
+        add_help=False,
+    )
+    add_run_options(p)
+    p.add_argument("--out", metavar="NAME", help="bind the Attribution (or, with --background, the widget) to NAME")
+    p.add_argument("--background", action="store_true", help="return at once; Stop works; `await NAME` gives the result")
+    p.add_argument("--format", action="store_true", help="fill {name} placeholders from the notebook's variables")
+    return p
+
+
+ATTRIBUTE_PARSER = _attribute_parser()
+
+
+def _fail(message: str):
+    raise IPythonUsageError(message)
+
+
+def _fill_placeholders(cell: str, namespace: dict) -> str:
+    try:
+        return string.Formatter().vformat(cell, (), namespace)
+    except KeyError as exc:
+        _fail(f"--format: {{{exc.args[0]}}} is not a variable in this notebook (use {{{{ and }}}} for literal braces)")
+    except (ValueError, IndexError, AttributeError) as exc:
+        _fail(f"--format: cannot fill the placeholders: {exc}")
+
+
+@magics_class
+class AttributeMagics(Magics):
+    @cell_magic
+    def attribute(self, line: str, cell: str):
+        try:
+            args = ATTRIBUTE_PARSER.parse_argstring(line)
+        except IPythonUsageError:
+            raise
+        except SystemExit:  # argparse's own exit on a bad value
+            _fail(f"invalid options: {line.strip()!r}; see %%attribute?")
+        if args.out is not None and (not args.out.isidentifier() or keyword.iskeyword(args.out)):
+            _fail(f"--out {args.out!r} is not a valid Python variable name")
+        prompt = _fill_placeholders(cell, self.shell.user_ns) if args.format else cell
+        if not prompt.strip():
+            _fail("the cell is empty: write the prompt to attribute below the %%attribute line")
+        options = run_options(args)
+        try:
+            config = AttributionConfig.build(**options)
+            segment(prompt, config.segment, window_tokens=config.window_tokens)
+            backend = resolve_backend(config)
+        except PromptAttrError as exc:
+            _fail(str(exc))
+        options.pop("model", None)
+        options.pop("base_url", None)
+        if args.background:
+            return self._background(prompt, backend, options, args.out)
+        return self._blocking(prompt, backend, options, args.out)
+
+    def _blocking(self, prompt, backend, options, out):
+        widget = AttributionWidget()
+        handle = display(widget, display_id=True)
+        try:
+            result = attribute(prompt, backend=backend, on_event=widget, **options)
+        except KeyboardInterrupt:
+            result = widget.result
+            print(f"interrupted: the partial run is saved as {result.run_id if result else '(not started)'}")
+        except PromptAttrError as exc:
+            widget.header = {**widget.header, "status": "failed", "reason": str(exc)}
+            _fail(str(exc))
+        finally:
+            if handle is not None:
+                handle.update(widget)  # the saved output gets the final static heat-map
+        if out:
+            self.shell.user_ns[out] = result
+        return None
+
+    def _background(self, prompt, backend, options, out):
+        widget = AttributionWidget()
+        handle = display(widget, display_id=True)
+
+        async def job(sink):
+            try:
+                return await attribute_async(prompt, backend=backend, on_event=sink, **options)
+            finally:
+                if handle is not None:
+                    handle.update(widget)
+
+        try:
+            widget.start(job)
+        except RuntimeError:
+            _fail("--background needs a running event loop (a Jupyter kernel); run without it here")
+        if out:
+            self.shell.user_ns[out] = widget
+        return None
+
+    @line_magic
+    def attribute_runs(self, line: str):
+        """List the runs in the runs folder: %attribute_runs [RUNS_DIR]."""
+        try:
+            return RunTable(list_runs(line.strip() or None))
+        except PromptAttrError as exc:
+            _fail(str(exc))
+
+    @line_magic
+    def attribute_show(self, line: str):
+        """Replay a saved run as a widget, no model calls: %attribute_show RUN_ID [RUNS_DIR]."""
+        parts = line.split()
+        if not parts or len(parts) > 2:
+            _fail("usage: %attribute_show RUN_ID [RUNS_DIR]  (RUN_ID may be a prefix or 'latest')")
+        try:
+            return AttributionWidget.from_attribution(load_run(parts[0], runs_dir=parts[1] if len(parts) > 1 else None))
+        except PromptAttrError as exc:
+            _fail(str(exc))
+
+
+AttributeMagics.attribute.__doc__ = ATTRIBUTE_PARSER.format_help() + EXAMPLES
+
+
+class RunTable:
+    """The runs table, as HTML in notebooks and as aligned text elsewhere."""
+
+    COLUMNS = ("run_id", "created_at", "status", "model", "spans", "evaluations", "spend", "top_span")
+
+    def __init__(self, runs):
+        self.runs = runs
+
+    def _rows(self):
+        for r in self.runs:
+            yield (r.run_id, r.created_at[:19], r.status, r.model, str(r.spans), str(r.evaluations), usd(r.spend_usd), r.top_span)
+
+    def _repr_html_(self) -> str:
+        if not self.runs:
+            return "<p>no runs yet</p>"
+        head = "".join(f"<th>{c}</th>" for c in self.COLUMNS)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>" for row in self._rows())
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+    def __repr__(self) -> str:
+        if not self.runs:
+            return "no runs yet"
+        return "\n".join("  ".join(row) for row in [self.COLUMNS, *self._rows()])
+
+
+def load_ipython_extension(ipython) -> None:
+    ipython.register_magics(AttributeMagics)

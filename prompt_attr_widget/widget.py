@@ -1,0 +1,237 @@
+"""The live heat-map widget (anywidget; front-end in js/widget.js).
+
+The widget is an event sink: it folds engine events into its own copy of
+the run record and syncs traits to the browser at most ten times a second,
+inside `hold_sync()`. Live updates carry only what changed (`delta`); the
+full state (`scores`, `outputs`) is re-sent only at the end of each pass
+and of the run, so the bytes sent grow linearly with the evaluations. A
+view opened in the middle of a pass catches up at the pass's end.
+
+Its mime bundle also carries a deterministic static `text/html` heat-map
+and a stable `text/plain` summary, for GitHub, nbconvert and nbval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from importlib import resources
+from pathlib import Path
+
+import anywidget
+import traitlets as t
+
+from .events import Estimate, Evaluated, Progress, RunAborted, RunFailed, RunFinished, RunStarted
+from .render import heatmap_html
+from .result import Attribution
+from .runs import apply_event
+from .schema import RunRecord
+
+FLUSH_INTERVAL_S = 0.1
+
+
+def _asset(name: str) -> str:
+    """A front-end file: from the wheel's data package, or from js/ in a source tree."""
+    try:
+        return resources.files("prompt_attr_widget.static").joinpath(name).read_text("utf-8")
+    except ModuleNotFoundError:
+        return (Path(__file__).resolve().parent.parent / "js" / name).read_text("utf-8")
+
+
+class AttributionWidget(anywidget.AnyWidget):
+    _esm = _asset("widget.js")
+    _css = _asset("widget.css")
+
+    header = t.Dict().tag(sync=True)
+    spans = t.List().tag(sync=True)
+    tail = t.Unicode("").tag(sync=True)
+    baseline = t.Unicode("").tag(sync=True)
+    scores = t.List().tag(sync=True)
+    resolved = t.List().tag(sync=True)
+    evals = t.List().tag(sync=True)
+    outputs = t.Dict().tag(sync=True)
+    delta = t.Dict().tag(sync=True)
+    progress = t.Dict().tag(sync=True)
+    stop_requested = t.Bool(False).tag(sync=True)
+
+    def __init__(self, record: RunRecord | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.record: RunRecord | None = None
+        self._lock = threading.Lock()
+        self._pending_scores: dict[int, list] = {}
+        self._pending_outputs: list = []
+        self._pending_progress: dict | None = None
+        self._last_flush = 0.0
+        self._seq = 0
+        self._task: asyncio.Task | None = None
+        self._group_size: list[int] = []
+        if record is not None:
+            self._load(record)
+
+    # -- building from a finished run ---------------------------------------
+
+    @classmethod
+    def from_attribution(cls, result: Attribution) -> AttributionWidget:
+        return cls(result.record)
+
+    def _load(self, record: RunRecord) -> None:
+        self.record = record
+        with self.hold_sync():
+            self._send_header()
+            self.spans, self.tail = _span_pieces(record)
+            self.baseline = record.baseline.output if record.baseline else ""
+            self._send_checkpoint(with_outputs=True)
+            self.progress = _final_progress(record)
+
+    # -- the event sink -----------------------------------------------------
+
+    def __call__(self, event) -> None:
+        """Fold one engine event in; called from the engine's thread or loop."""
+        with self._lock:
+            if isinstance(event, Progress):
+                self._pending_progress = event.model_dump()
+            else:
+                self.record = apply_event(self.record, event)
+            if isinstance(event, RunStarted):
+                self._group_size = [len(self.record.spans) + 1] * len(self.record.spans)
+                self._load(self.record)
+                return
+            if isinstance(event, Evaluated):
+                self._note_evaluation(event)
+            terminal = isinstance(event, (RunFinished, RunAborted, RunFailed))
+            if isinstance(event, Estimate) or terminal or time.monotonic() - self._last_flush >= FLUSH_INTERVAL_S:
+                self._flush(checkpoint=isinstance(event, Estimate) or terminal, final=terminal)
+
+    def _note_evaluation(self, event: Evaluated) -> None:
+        ev = event.evaluation
+        self._pending_outputs.append([ev.id, ev.output])
+        size = len(ev.dropped)
+        for i in ev.dropped:  # the smallest group measured so far speaks for a span
+            if size < self._group_size[i]:
+                self._group_size[i] = size
+                self._pending_scores[i] = [i, ev.score / size, size == 1, ev.id]
+
+    def _flush(self, *, checkpoint: bool, final: bool = False) -> None:
+        self._last_flush = time.monotonic()
+        with self.hold_sync():
+            if self.record and self.record.baseline and not self.baseline:
+                self.baseline = self.record.baseline.output
+            if checkpoint:
+                self._send_checkpoint(with_outputs=final)
+                if not final:
+                    self._send_delta([], self._pending_outputs)
+            else:
+                self._send_delta(list(self._pending_scores.values()), self._pending_outputs)
+            self._pending_scores, self._pending_outputs = {}, []
+            if final:
+                self._send_header()
+                self.progress = _final_progress(self.record, self._pending_progress)
+            elif self._pending_progress is not None:
+                self.progress = self._pending_progress
+            self._pending_progress = None
+
+    def _send_delta(self, scores: list, outputs: list) -> None:
+        if scores or outputs:
+            self._seq += 1
+            self.delta = {"seq": self._seq, "scores": scores, "outputs": outputs}
+
+    def _send_checkpoint(self, *, with_outputs: bool) -> None:
+        r = self.record
+        by_index = {s.index: s for s in r.attribution}
+        n = len(r.spans)
+        scores = [by_index[i].score if i in by_index else None for i in range(n)]
+        pending = {i: v for i, v in ((p[0], p) for p in self._pending_scores.values())}
+        for i, (_, score, resolved, eval_id) in pending.items():
+            if scores[i] is None:
+                scores[i] = score
+        self.scores = [None if s is None else round(s, 6) for s in scores]
+        self.resolved = [by_index[i].resolved if i in by_index else bool(pending.get(i, [0, 0, False])[2]) for i in range(n)]
+        self.evals = [by_index[i].evaluation if i in by_index else pending.get(i, [0, 0, 0, None])[3] for i in range(n)]
+        if with_outputs:
+            self.outputs = {str(e.id): e.output for e in r.evaluations}
+        self.delta = {}
+
+    def _send_header(self) -> None:
+        r = self.record
+        self.header = {
+            "run_id": r.run_id,
+            "model": r.backend.model,
+            "method": r.config.get("method", ""),
+            "status": r.status,
+            "reason": r.reason,
+            "can_stop": self._task is not None,
+        }
+
+    # -- background mode ----------------------------------------------------
+
+    def start(self, coro_factory) -> AttributionWidget:
+        """Run `coro_factory(sink)` as a task on the running loop; Stop cancels it."""
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._background(coro_factory))
+        self.observe(self._on_stop, names="stop_requested")
+        return self
+
+    async def _background(self, coro_factory) -> Attribution | None:
+        try:
+            return await coro_factory(self)
+        except asyncio.CancelledError:
+            return Attribution(self.record) if self.record else None
+
+    def _on_stop(self, change) -> None:
+        if change["new"] and self._task and not self._task.done():
+            self._task.cancel()
+
+    def __await__(self):
+        if self._task is None:
+            raise RuntimeError("this widget is not running a background attribution")
+        return self._task.__await__()
+
+    @property
+    def result(self) -> Attribution | None:
+        return Attribution(self.record) if self.record else None
+
+    # -- what notebooks store -----------------------------------------------
+
+    def _repr_mimebundle_(self, **kwargs):
+        bundle = super()._repr_mimebundle_(**kwargs)
+        data = bundle[0] if isinstance(bundle, tuple) else bundle
+        data["text/plain"] = self.summary()
+        if self.record is not None:
+            data["text/html"] = heatmap_html(self.record)
+        return bundle
+
+    def summary(self) -> str:
+        """A stable one-line summary: no memory addresses, no times."""
+        r = self.record
+        if r is None:
+            return "AttributionWidget(empty)"
+        top = max(r.attribution, key=lambda s: (s.score, -s.index), default=None)
+        best = f"; top span {top.index}: {' '.join(r.spans[top.index].text.split())[:60]!r}" if top else ""
+        return f"AttributionWidget({r.status}, {len(r.spans)} spans, {len(r.evaluations)} evaluations, model {r.backend.model}{best})"
+
+    def __repr__(self) -> str:
+        return self.summary()
+
+
+def _span_pieces(record: RunRecord) -> tuple[list[dict], str]:
+    """Span texts with the gap before each: JS never needs character offsets."""
+    pieces, cursor = [], 0
+    for span in record.spans:
+        pieces.append({"text": span.text, "pre": record.prompt[cursor : span.start]})
+        cursor = span.end
+    return pieces, record.prompt[cursor:]
+
+
+def _final_progress(record: RunRecord, last: dict | None = None) -> dict:
+    spend = record.spend
+    elapsed = record.timings_ms.get("total_ms")
+    return {
+        "done": len(record.evaluations),
+        "planned": len(record.evaluations) if record.status != "running" else (last or {}).get("planned", 0),
+        "calls": spend.calls,
+        "cache_hits": spend.cache_hits,
+        "spend_usd": spend.usd,
+        "elapsed_s": round(elapsed / 1000, 3) if elapsed is not None else (last or {}).get("elapsed_s", 0),
+        "eta_s": None,
+    }
