@@ -140,7 +140,7 @@ function render({ model, el: root }) {
       const s = state.scores[i];
       const pending = s === null || s === undefined;
       const muted = !pending && floor !== null && s <= floor;
-      const alpha = pending ? 0 : 0.08 + 0.72 * Math.min(1, Math.max(0, s / mx));
+      const alpha = pending ? 0 : 0.08 + 0.62 * Math.min(1, Math.max(0, s / mx));
       node.style.backgroundColor = pending ? "" : `rgba(${HEAT.join(",")},${alpha.toFixed(3)})`;
       node.classList.toggle("pa-pending", pending);
       node.classList.toggle("pa-muted", muted);

@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .backends import Backend, resolve_backend
 from .cache import CallCache
-from .config import AttributionConfig, cache_dir, runs_dir as resolve_runs_dir
+from .config import AttributionConfig, cache_dir
+from .config import runs_dir as resolve_runs_dir
 from .engine import run_events
 from .errors import UsageError
 from .events import TERMINAL
 from .result import Attribution
-from .runs import RunSummary, RunWriter, list_runs as _list_runs, new_run_id, read_run
+from .runs import RunSummary, RunWriter, new_run_id, read_run
+from .runs import list_runs as _list_runs
 
 EventSink = Callable[[object], None]
 
@@ -74,15 +77,12 @@ async def attribute_async(
     return Attribution(store.record, folder)
 
 
-def _tell(sinks: list[EventSink], event) -> None:
-    """Pass a closing event to the sinks; a failing sink must not hide the real error."""
-    if event is None:
-        return
-    for sink in sinks:
-        try:
-            sink(event)
-        except Exception:  # noqa: BLE001 - the run is already ending with another error
-            pass
+def _tell(sinks: list[EventSink], events: list) -> None:
+    """Pass closing events to the sinks; a failing sink must not hide the real error."""
+    for event in events:
+        for sink in sinks:
+            with contextlib.suppress(Exception):  # the run is already ending with another error
+                sink(event)
 
 
 def attribute(prompt: str, **kwargs) -> Attribution:
@@ -115,10 +115,8 @@ def _run_in_thread(coro):
         except KeyboardInterrupt:
             if "task" in task_box:
                 loop.call_soon_threadsafe(task_box["task"].cancel)
-            try:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 future.result()
-            except (asyncio.CancelledError, Exception):
-                pass
             raise
 
 

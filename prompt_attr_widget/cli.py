@@ -12,6 +12,7 @@ import os
 import sys
 import time
 from dataclasses import asdict
+from pathlib import Path
 
 from . import __version__
 from .api import attribute, list_runs, load_run
@@ -86,7 +87,7 @@ def run_options(args: argparse.Namespace) -> dict:
 
 def read_prompt(path: str) -> str:
     try:
-        data = sys.stdin.buffer.read() if path == "-" else open(path, "rb").read()
+        data = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror}") from None
     try:

@@ -5,7 +5,8 @@ Where that group is the span alone (always, under leave-one-out) the score
 is measured and `resolved`. Where it is a larger group the hierarchical
 pass chose not to refine, each of its spans gets an equal share of the
 group's score and `resolved=False`: a cold group is reported as cold without
-paying to split it, and never as a hot single span.
+paying to split it, and never as a hot single span. A span no evaluation
+covered (a run stopped early) gets no score at all, not a false zero.
 """
 
 from __future__ import annotations
@@ -24,8 +25,7 @@ def attribute_spans(n_spans: int, evaluated: dict[Group, Evaluation]) -> list[Sp
     scores = []
     for i, entry in enumerate(best):
         if entry is None:
-            scores.append(SpanScore(index=i, score=0.0, resolved=False, group=(0, n_spans)))
-            continue
+            continue  # never measured (a stopped run): no score rather than a false 0
         group, ev = entry
         scores.append(
             SpanScore(

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import html
 import keyword
+import os
 import string
 
 from IPython.core import magic_arguments
 from IPython.core.error import UsageError as IPythonUsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.display import display
+from IPython.utils.process import arg_split
 
 from .api import attribute, attribute_async, list_runs, load_run
 from .backends import resolve_backend
@@ -46,7 +48,7 @@ Summarise {document} for {audience}.
 
 def _attribute_parser() -> magic_arguments.MagicArgumentParser:
     p = magic_arguments.MagicArgumentParser(
-        prog="%%attribute",
+        prog="%attribute",  # the help's usage line adds one more "%"
         description="Attribute the model's answer to the spans of the cell's prompt; shows a live heat-map.",
         add_help=False,
     )
@@ -78,9 +80,12 @@ class AttributeMagics(Magics):
     @cell_magic
     def attribute(self, line: str, cell: str):
         try:
-            args = ATTRIBUTE_PARSER.parse_argstring(line)
+            # POSIX quoting, like IPython's own magics: --system "Be brief" loses its quotes
+            args = ATTRIBUTE_PARSER.parse_args(arg_split(line, posix=os.name == "posix"))
         except IPythonUsageError:
             raise
+        except ValueError as exc:  # an unclosed quote
+            _fail(f"invalid options: {exc}: {line.strip()!r}")
         except SystemExit:  # argparse's own exit on a bad value
             _fail(f"invalid options: {line.strip()!r}; see %%attribute?")
         if args.out is not None and (not args.out.isidentifier() or keyword.iskeyword(args.out)):
@@ -90,7 +95,7 @@ class AttributeMagics(Magics):
             _fail("the cell is empty: write the prompt to attribute below the %%attribute line")
         options = run_options(args)
         try:
-            config = AttributionConfig.build(**options)
+            config = AttributionConfig.build(**{k: v for k, v in options.items() if k != "runs_dir"})
             segment(prompt, config.segment, window_tokens=config.window_tokens)
             backend = resolve_backend(config)
         except PromptAttrError as exc:

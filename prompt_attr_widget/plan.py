@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 
 from .segment import Span
 
@@ -85,7 +86,7 @@ def split(group: Group, spans: Sequence[Span], prompt: str, fraction: float) -> 
         # and refinement would never end.
         cuts.append(min(range(1, group.size), key=lambda b: abs(cumulative[b - 1] - total / 2)))
     bounds = [0, *cuts, group.size]
-    return [Group(group.start + a, group.start + b) for a, b in zip(bounds, bounds[1:]) if b > a]
+    return [Group(group.start + a, group.start + b) for a, b in pairwise(bounds) if b > a]
 
 
 def leave_one_out_range(group: Group) -> list[Group]:

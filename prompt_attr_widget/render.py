@@ -36,7 +36,7 @@ def heatmap_html(record: RunRecord, top_k: int = 5) -> str:
         if s is None:
             parts.append(f'<span class="pa-span pa-pending" data-index="{span.index}">{html.escape(span.text)}</span>')
         else:
-            alpha = 0.08 + 0.72 * _intensity(s.score, top)
+            alpha = 0.08 + 0.62 * _intensity(s.score, top)
             note = "" if s.resolved else " (share of an unrefined group)"
             parts.append(
                 f'<span class="pa-span" data-index="{span.index}" '

@@ -20,7 +20,7 @@ class SpanResult:
     start: int
     end: int
     text: str
-    score: float
+    score: float | None  # None: never measured (the run stopped first)
     resolved: bool
     ablated_output: str | None
 
@@ -41,7 +41,7 @@ class Attribution:
                     start=span.start,
                     end=span.end,
                     text=span.text,
-                    score=s.score if s else 0.0,
+                    score=s.score if s else None,
                     resolved=s.resolved if s else False,
                     ablated_output=ev.output if ev else None,
                 )
@@ -70,7 +70,8 @@ class Attribution:
 
     def top(self, k: int = 5) -> list[SpanResult]:
         """The k spans with the highest scores (ties broken by position)."""
-        return sorted(self.spans, key=lambda s: (-s.score, s.index))[:k]
+        measured = [s for s in self.spans if s.score is not None]
+        return sorted(measured, key=lambda s: (-s.score, s.index))[:k]
 
     def to_records(self) -> list[dict]:
         return [asdict(s) for s in self.spans]

@@ -22,6 +22,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from .errors import PromptAttrError, RunNotFound, UsageError
+from .estimate import attribute_spans
 from .events import (
     EVENT_ADAPTER,
     BaselineDone,
@@ -33,6 +34,7 @@ from .events import (
     RunFinished,
     RunStarted,
 )
+from .plan import Group
 from .schema import RunRecord, Spend
 
 RUN_ID = re.compile(r"^\d{8}T\d{9}Z-[0-9a-f]{8}\Z")
@@ -126,25 +128,31 @@ class RunWriter:
         if self.record.status != "running":
             self._close()
 
-    def end(self, status: str, reason: str):
+    def end(self, status: str, reason: str) -> list:
         """Close a run that ended outside the event stream (interrupt, crash in a sink).
 
-        Returns the closing event, so the caller can pass it on to other sinks.
+        The attribution of what was already evaluated is computed first, so a
+        stopped run replays with its scores, not as a blank heat-map. Returns
+        the closing events, so the caller can pass them on to other sinks.
         """
         if self.record is None or self.record.status != "running" or self._events is None:
-            return None  # never started, already closed, or its folder could not be made
-        event = (RunAborted if status == "aborted" else RunFailed)(
-            **({"reason": reason} if status == "aborted" else {"error": reason}),
-            spend=tally_spend(self.record),
-        )
-        self.handle(event)
-        return event
+            return []  # never started, already closed, or its folder could not be made
+        events = []
+        if self.record.evaluations:
+            evaluated = {Group(min(e.dropped), max(e.dropped) + 1): e for e in self.record.evaluations}
+            last_round = max(e.round for e in self.record.evaluations)
+            events.append(Estimate(round=last_round, attribution=attribute_spans(len(self.record.spans), evaluated)))
+        spend = tally_spend(self.record)
+        events.append(RunAborted(reason=reason, spend=spend) if status == "aborted" else RunFailed(error=reason, spend=spend))
+        for event in events:
+            self.handle(event)
+        return events
 
     def _open(self) -> None:
         try:
             self.runs_dir.mkdir(parents=True, exist_ok=True)
             self.path.mkdir()
-            self._events = open(self.path / "events.jsonl", "a", encoding="utf-8")
+            self._events = open(self.path / "events.jsonl", "a", encoding="utf-8")  # noqa: SIM115 - open for the run's life
             self._write_record()
         except OSError as exc:
             raise _disk_error("write the run to", self.runs_dir, exc) from None

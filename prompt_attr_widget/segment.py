@@ -30,7 +30,7 @@ _SENTENCE_END = re.compile(r"[.!?…。！？]+[\"'”’)\]]*(?=\s)")
 _TOKEN = re.compile(r"\w+|[^\w\s]", re.UNICODE)
 _INITIALS = re.compile(r"^(?:[^\W\d_]\.)*[^\W\d_]\Z")  # "a", "u.s", "e.u"
 _ABBREVIATIONS = frozenset(
-    "e.g i.e etc vs mr mrs ms dr prof st jr sr cf approx no fig al inc ltd".split()
+    ["e.g", "i.e", "etc", "vs", "mr", "mrs", "ms", "dr", "prof", "st", "jr", "sr", "cf", "approx", "no", "fig", "al", "inc", "ltd"]
 )
 
 
@@ -286,7 +286,7 @@ def render(prompt: str, spans: Sequence[Span], keep: Sequence[bool]) -> str:
     pieces = [prompt[: spans[0].start]]
     separator: str | None = None
     emitted = False
-    for i, (span, kept) in enumerate(zip(spans, keep)):
+    for i, (span, kept) in enumerate(zip(spans, keep, strict=True)):
         gap = prompt[span.end : spans[i + 1].start] if i + 1 < len(spans) else ""
         if kept:
             if emitted and separator is not None:

@@ -60,6 +60,7 @@ class AttributionWidget(anywidget.AnyWidget):
         self.record: RunRecord | None = None
         self._lock = threading.Lock()
         self._pending_scores: dict[int, list] = {}
+        self._live_scores: dict[int, list] = {}  # every live score of this run, for checkpoints
         self._pending_outputs: list = []
         self._pending_progress: dict | None = None
         self._last_flush = 0.0
@@ -95,6 +96,7 @@ class AttributionWidget(anywidget.AnyWidget):
                 self.record = apply_event(self.record, event)
             if isinstance(event, RunStarted):
                 self._group_size = [len(self.record.spans) + 1] * len(self.record.spans)
+                self._live_scores = {}
                 self._load(self.record)
                 return
             if isinstance(event, Evaluated):
@@ -110,7 +112,7 @@ class AttributionWidget(anywidget.AnyWidget):
         for i in ev.dropped:  # the smallest group measured so far speaks for a span
             if size < self._group_size[i]:
                 self._group_size[i] = size
-                self._pending_scores[i] = [i, ev.score / size, size == 1, ev.id]
+                self._pending_scores[i] = self._live_scores[i] = [i, ev.score / size, size == 1, ev.id]
 
     def _flush(self, *, checkpoint: bool, final: bool = False) -> None:
         self._last_flush = time.monotonic()
@@ -118,9 +120,10 @@ class AttributionWidget(anywidget.AnyWidget):
             if self.record and self.record.baseline and not self.baseline:
                 self.baseline = self.record.baseline.output
             if checkpoint:
-                self._send_checkpoint(with_outputs=final)
-                if not final:
-                    self._send_delta([], self._pending_outputs)
+                # Outputs too: the checkpoint replaces the view's whole state, so
+                # answers sent in earlier deltas must be in it (and a view opened
+                # mid-run catches up on them here).
+                self._send_checkpoint(with_outputs=True)
             else:
                 self._send_delta(list(self._pending_scores.values()), self._pending_outputs)
             self._pending_scores, self._pending_outputs = {}, []
@@ -141,8 +144,10 @@ class AttributionWidget(anywidget.AnyWidget):
         by_index = {s.index: s for s in r.attribution}
         n = len(r.spans)
         scores = [by_index[i].score if i in by_index else None for i in range(n)]
-        pending = {i: v for i, v in ((p[0], p) for p in self._pending_scores.values())}
-        for i, (_, score, resolved, eval_id) in pending.items():
+        # spans the run's estimate does not cover yet (a run stopped before its first
+        # estimate) keep the live scores the view already showed
+        pending = self._live_scores
+        for i, (_, score, _resolved, _eval_id) in pending.items():
             if scores[i] is None:
                 scores[i] = score
         self.scores = [None if s is None else round(s, 6) for s in scores]

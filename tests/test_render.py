@@ -78,7 +78,7 @@ def test_html_colours_follow_the_scores(runs_dir):
     page = heatmap_html(a.record)
     alphas = [float(x) for x in re.findall(r"rgba\(220,38,38,([0-9.]+)\)", page)]
     assert len(alphas) == 3
-    assert alphas[1] == 0.8 and alphas[0] == alphas[2] == 0.08
+    assert alphas[1] == 0.7 and alphas[0] == alphas[2] == 0.08
     assert 'title="span 1: score 1.000"' in page
     # the ranking table lists the culprit first
     first_row = re.search(r"<tbody><tr><td>(\d+)</td>", page)

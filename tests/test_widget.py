@@ -1,0 +1,321 @@
+"""The widget on the Python side: what it sends over its comm, its final state, its mime bundle.
+
+No browser: a recording comm stands in for the kernel's, and records every
+payload the widget opens or sends, exactly as ipywidgets hands it over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from pathlib import Path
+
+import pytest
+from jupyter_client.session import json_packer
+
+import prompt_attr
+import prompt_attr_widget.widget as widget_mod
+from prompt_attr import Price
+from prompt_attr_widget.backends.fake import FakeBackend
+from prompt_attr_widget.widget import AttributionWidget
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+FILLER = ["cat", "dog", "fox", "owl"]
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def planted(n: int, culprits=(1,)) -> str:
+    """n sentences; only the culprits carry capitalised words the fake model repeats."""
+    sentences = [f"It {FILLER[i % 4]} sat near wall number {i}." for i in range(n)]
+    for c in culprits:
+        sentences[c] = f"The Zebra Quartet Number{c} Plays Loudly."
+    return " ".join(sentences)
+
+
+class Recorder:
+    """Every comm payload (open and send), with its size as the kernel would serialise it."""
+
+    def __init__(self, monkeypatch):
+        import comm
+        from comm.base_comm import BaseComm
+
+        self.messages: list[dict] = []
+        messages = self.messages
+
+        class RecordingComm(BaseComm):
+            def publish_msg(self, msg_type, data=None, metadata=None, buffers=None, **keys):
+                messages.append(
+                    {
+                        "comm_id": self.comm_id,
+                        "type": msg_type,
+                        "data": data,
+                        "bytes": len(json_packer(data)) + sum(len(b) for b in buffers or []),
+                    }
+                )
+
+        monkeypatch.setattr(comm, "create_comm", lambda *a, **k: RecordingComm(*a, **k))
+
+    def of(self, w: AttributionWidget, kind: str | None = None) -> list[dict]:
+        return [m for m in self.messages if m["comm_id"] == w.comm.comm_id and (kind is None or m["type"] == kind)]
+
+    def updates(self, w: AttributionWidget) -> list[dict]:
+        return [m for m in self.of(w, "comm_msg") if m["data"].get("method") == "update"]
+
+
+@pytest.fixture
+def recorder(monkeypatch):
+    return Recorder(monkeypatch)
+
+
+def run_into_widget(prompt, runs_dir, *, backend=None, **kw):
+    w = AttributionWidget()
+    events = []
+    t = time.perf_counter()
+    a = prompt_attr.attribute(prompt, backend=backend or FakeBackend(), runs_dir=runs_dir, cache=False, on_event=[events.append, w], **kw)
+    return a, w, events, time.perf_counter() - t
+
+
+# --- (a) message size ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("interval", ["default", "zero"])
+def test_bytes_sent_grow_linearly_with_evaluations(recorder, runs_dir, monkeypatch, interval):
+    if interval == "zero":
+        monkeypatch.setattr(widget_mod, "FLUSH_INTERVAL_S", 0)  # a sync per event: the worst case
+    sizes, counts, opened = {}, {}, {}
+    for n in (50, 100, 200):
+        a, w, events, _ = run_into_widget(planted(n, culprits=(1, n // 2, n - 3)), runs_dir, method="loo", max_tokens=12)
+        assert a.status == "finished" and len(a.spans) == n and len(a.record.evaluations) == n
+        updates = recorder.updates(w)
+        assert recorder.of(w, "comm_open"), "the widget opened its comm through the recorder"
+        opened[n] = sum(m["bytes"] for m in recorder.of(w, "comm_open"))
+        sizes[n] = sum(m["bytes"] for m in updates)
+        counts[n] = len(updates)
+        if interval == "zero":
+            assert counts[n] >= n, "with no throttle every evaluation is synced"
+    ratio_100 = sizes[100] / sizes[50]
+    ratio_200 = sizes[200] / sizes[100]
+    line = (
+        f"flush interval {interval}: N=200 evaluations -> {sizes[200]} bytes in {counts[200]} update messages "
+        f"(+{opened[200]} bytes comm open, ESM and CSS included); N=100 {sizes[100]} B, N=50 {sizes[50]} B; "
+        f"ratios 100/50 {ratio_100:.2f}, 200/100 {ratio_200:.2f}"
+    )
+    print(line)
+    ARTIFACTS.mkdir(exist_ok=True)
+    out = ARTIFACTS / "message_bytes.txt"
+    kept = [x for x in (out.read_text("utf-8").splitlines() if out.exists() else []) if not x.startswith(f"flush interval {interval}:")]
+    out.write_text("\n".join([*kept, line]) + "\n", "utf-8")
+    assert 1.6 < ratio_200 < 2.6, line
+    assert 1.6 < ratio_100 < 2.6, line
+    assert sizes[200] / 200 < 2_000, "more than 2 kB per evaluation"
+
+
+def test_no_update_message_is_sent_empty_or_resends_the_prompt(recorder, runs_dir, monkeypatch):
+    monkeypatch.setattr(widget_mod, "FLUSH_INTERVAL_S", 0)
+    a, w, _, _ = run_into_widget(planted(30, culprits=(2, 20)), runs_dir)
+    updates = [m["data"]["state"] for m in recorder.updates(w)]
+    assert all(updates), "an update with no state"
+    assert sum("spans" in u for u in updates) == 1, "the prompt is sent once, at RunStarted"
+    assert sum("outputs" in u for u in updates) <= 1 + max(e.round for e in a.record.evaluations) + 1
+
+
+# --- (b) throttling --------------------------------------------------------------------------------
+
+
+def test_default_interval_throttles_sync_messages(recorder, runs_dir):
+    assert widget_mod.FLUSH_INTERVAL_S == 0.1
+    a, w, events, elapsed = run_into_widget(planted(200, culprits=(5, 150)), runs_dir, method="loo", max_tokens=12)
+    updates = recorder.updates(w)
+    assert len(events) > 400
+    # forced: RunStarted, the pass's checkpoint, the end (and the first flush); the rest at most one per interval
+    bound = 4 + elapsed / widget_mod.FLUSH_INTERVAL_S + 1
+    assert len(updates) <= bound, (len(updates), elapsed)
+    assert len(updates) * 10 <= len(events), (len(updates), len(events))
+
+
+# --- (c) the final state is the run ----------------------------------------------------------------
+
+
+def _check_final_state(w: AttributionWidget, a) -> None:
+    r = a.record
+    assert w.scores == [round(s.score, 6) for s in a.spans]
+    assert w.resolved == [s.resolved for s in a.spans]
+    by_index = {s.index: s for s in r.attribution}
+    assert w.evals == [by_index[i].evaluation for i in range(len(r.spans))]
+    assert w.outputs == {str(e.id): e.output for e in r.evaluations}
+    assert all(str(e) in w.outputs for e in w.evals if e is not None)
+    for span, eval_id in zip(a.spans, w.evals, strict=True):
+        assert w.outputs[str(eval_id)] == span.ablated_output
+    assert w.delta == {}
+    assert w.baseline == a.baseline
+    assert w.header["status"] == "finished" and w.header["run_id"] == a.run_id and w.header["model"] == "fake"
+    assert w.header["reason"] is None
+    assert w.progress["done"] == w.progress["planned"] == len(r.evaluations)
+    assert w.progress["calls"] == r.spend.calls and w.progress["eta_s"] is None
+    pieces = "".join(p["pre"] + p["text"] for p in w.spans) + w.tail
+    assert pieces == r.prompt
+    assert [p["text"] for p in w.spans] == [s.text for s in r.spans]
+    res = w.result.record
+    assert (res.run_id, res.status, res.evaluations, res.attribution, res.spend) == (r.run_id, r.status, r.evaluations, r.attribution, r.spend)
+
+
+@pytest.mark.parametrize("method", ["loo", "hierarchical"])
+@pytest.mark.parametrize("interval", ["default", "zero"])
+def test_final_trait_state_equals_the_run(runs_dir, monkeypatch, method, interval):
+    if interval == "zero":
+        monkeypatch.setattr(widget_mod, "FLUSH_INTERVAL_S", 0)
+    a, w, _, _ = run_into_widget(planted(24, culprits=(3, 17)), runs_dir, method=method)
+    assert a.status == "finished"
+    if method == "hierarchical":
+        assert any(not s.resolved for s in a.spans), "the run should leave some groups unrefined"
+    _check_final_state(w, a)
+    # a live view ends where a replay of the saved run starts
+    replay = AttributionWidget.from_attribution(prompt_attr.load_run(a.run_id, runs_dir=runs_dir))
+    names = ("header", "spans", "tail", "baseline", "scores", "resolved", "evals", "outputs", "delta", "progress")
+    assert {k: getattr(w, k) for k in names} == {k: getattr(replay, k) for k in names}
+
+
+def test_a_checkpoint_carries_every_answer_so_far(runs_dir, monkeypatch):
+    """At the end of each pass the full state (scores and outputs) is on the widget, mid-run."""
+    monkeypatch.setattr(widget_mod, "FLUSH_INTERVAL_S", 0)
+    w = AttributionWidget()
+    seen = []
+
+    def after_estimate(event):
+        if type(event).__name__ == "Estimate" and w.record.status == "running":
+            seen.append((dict(w.outputs), {str(e.id): e.output for e in w.record.evaluations}, w.delta))
+
+    a = prompt_attr.attribute(planted(24, culprits=(3, 17)), backend=FakeBackend(), runs_dir=runs_dir, cache=False, on_event=[w, after_estimate])
+    assert len(seen) >= 2, "expected several passes"
+    for outputs, expected, delta in seen:
+        assert outputs == expected
+        assert delta == {}
+    _check_final_state(w, a)
+
+
+# --- (d) the mime bundle ---------------------------------------------------------------------------
+
+HOSTILE = "Hello <script>alert(1)</script> World.\n\nLook <img src=x onerror=\"alert(2)\"> Here.\n\nIt is calm & quiet."
+
+
+def _bundle(w):
+    b = w._repr_mimebundle_()
+    data, metadata = b if isinstance(b, tuple) else (b, {})
+    return data, metadata
+
+
+def test_mimebundle_plain_html_and_widget_view(runs_dir):
+    a = prompt_attr.attribute(HOSTILE, backend=FakeBackend(), runs_dir=runs_dir, method="loo")
+    one = AttributionWidget.from_attribution(prompt_attr.load_run(a.run_id, runs_dir=runs_dir))
+    two = AttributionWidget.from_attribution(prompt_attr.load_run(a.run_id, runs_dir=runs_dir))
+    d1, _ = _bundle(one)
+    d2, _ = _bundle(two)
+    assert set(d1) == {"text/plain", "text/html", WIDGET_VIEW}
+    # text/plain: stable, no memory address, says what the run is
+    assert d1["text/plain"] == d2["text/plain"] == repr(one) == one.summary()
+    assert not re.search(r"0x[0-9a-fA-F]+", d1["text/plain"])
+    assert d1["text/plain"].startswith(f"AttributionWidget(finished, {len(a.spans)} spans, {len(a.record.evaluations)} evaluations, model fake")
+    # text/html: deterministic and escaped
+    assert d1["text/html"] == d2["text/html"]
+    html = d1["text/html"].lower()
+    assert "<script" not in html and "<img" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in d1["text/html"]
+    assert "&amp; quiet" in d1["text/html"]
+    assert a.run_id in d1["text/html"]
+    # the widget view points at this widget's model
+    assert d1[WIDGET_VIEW]["model_id"] == one.model_id != two.model_id
+    assert d1[WIDGET_VIEW]["version_major"] == 2
+    # two separate identical runs: the same summary
+    b = prompt_attr.attribute(HOSTILE, backend=FakeBackend(), runs_dir=runs_dir, method="loo")
+    assert b.run_id != a.run_id
+    assert _bundle(AttributionWidget.from_attribution(b))[0]["text/plain"] == d1["text/plain"]
+    # the widget is JSON all the way down (what a notebook saves)
+    json.dumps(one.get_state())
+
+
+def test_mimebundle_of_an_empty_widget():
+    d, _ = _bundle(AttributionWidget())
+    assert d["text/plain"] == "AttributionWidget(empty)"
+    assert "text/html" not in d and WIDGET_VIEW in d
+
+
+# --- (e) aborted runs --------------------------------------------------------------------------------
+
+
+def _projection(prompt, runs_dir, make, **kw) -> float:
+    with pytest.raises(prompt_attr.BudgetRefused) as info:
+        prompt_attr.attribute(prompt, backend=make(), runs_dir=runs_dir, budget=0, **kw)
+    return info.value.projected_usd
+
+
+def test_budget_stop_shows_aborted(runs_dir):
+    prompt = planted(40, culprits=(9,))
+
+    def make():
+        return FakeBackend(price=Price(input=1.0, output=0.0), embed_price=Price(input=0.0), latency=0.002)
+
+    options = dict(method="loo", max_tokens=8, concurrency=4)
+    budget = _projection(prompt, runs_dir, make, **options)
+    a, w, _, _ = run_into_widget(prompt, runs_dir, backend=make(), budget=budget, **options)
+    assert a.status == "aborted" and "budget" in a.record.reason
+    assert 0 < len(a.record.evaluations) < 40
+    assert w.header["status"] == "aborted"
+    assert w.header["reason"] == a.record.reason
+    assert w.progress["done"] == w.progress["planned"] == len(a.record.evaluations)
+    assert w.scores == [None if s.score is None else round(s.score, 6) for s in a.spans]
+    assert w.outputs == {str(e.id): e.output for e in a.record.evaluations}
+    assert w.summary().startswith("AttributionWidget(aborted,")
+    assert "aborted: " in _bundle(w)[0]["text/html"]
+
+
+@pytest.mark.parametrize("interval", ["default", "zero"])
+def test_stop_button_cancels_a_background_run(runs_dir, monkeypatch, interval):
+    """The front-end's Stop (stop_requested over the comm) ends the run as aborted."""
+    if interval == "zero":
+        monkeypatch.setattr(widget_mod, "FLUSH_INTERVAL_S", 0)
+
+    async def notebook():
+        w = AttributionWidget()
+        started = time.monotonic()
+
+        async def job(sink):
+            return await prompt_attr.attribute_async(
+                planted(60, culprits=(4,)), backend=FakeBackend(latency=0.02), runs_dir=runs_dir,
+                method="loo", cache=False, concurrency=2, on_event=sink,
+            )
+
+        w.start(job)
+        # long enough for several flushes: scores already shown must survive the Stop
+        while not w.record or len(w.record.evaluations) < 3 or time.monotonic() - started < 0.3:
+            await asyncio.sleep(0.005)
+        assert w.header["status"] == "running" and w.header["can_stop"] is True
+        # what the browser sends when Stop is clicked
+        w._handle_msg({"content": {"data": {"method": "update", "state": {"stop_requested": True}, "buffer_paths": []}}, "buffers": []})
+        return w, await w
+
+    w, result = asyncio.run(notebook())
+    assert result.status == "aborted" and "interrupted" in result.record.reason
+    assert 3 <= len(result.record.evaluations) < 60
+    assert w.header["status"] == "aborted" and w.header["reason"] == result.record.reason
+    assert w.progress["done"] == len(result.record.evaluations)
+    # the heat-map keeps every score it showed before Stop (no span falls back to pending)
+    measured = {e.dropped[0]: e for e in result.record.evaluations}
+    assert w.scores == [round(measured[i].score, 6) if i in measured else None for i in range(60)]
+    assert w.evals == [measured[i].id if i in measured else None for i in range(60)]
+    assert w.outputs == {str(e.id): e.output for e in result.record.evaluations}
+    assert prompt_attr.load_run(result.run_id, runs_dir=runs_dir).status == "aborted"
+
+
+def test_awaiting_a_widget_that_runs_nothing_is_an_error():
+    with pytest.raises(RuntimeError, match="not running a background attribution"):
+        AttributionWidget().__await__()
+
+
+def test_a_second_run_into_the_same_widget_replaces_the_first(runs_dir):
+    w = AttributionWidget()
+    first = prompt_attr.attribute(planted(8, culprits=(1,)), backend=FakeBackend(), runs_dir=runs_dir, on_event=w)
+    second = prompt_attr.attribute("The Owl Sings. It is late.", backend=FakeBackend(), runs_dir=runs_dir, on_event=w)
+    assert first.run_id != second.run_id
+    _check_final_state(w, second)

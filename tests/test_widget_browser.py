@@ -1,0 +1,660 @@
+"""The heat-map widget's front-end (js/widget.js, js/widget.css) in a real headless Chromium.
+
+A standalone page imports the widget's ES module exactly as shipped
+(`AttributionWidget._esm`) and calls its default export's `render({model, el})`
+with a minimal JS model (get, set, on, off, save_changes) seeded from the
+Python widget's synced state. Live updates are replayed from the comm
+messages a Python widget really sent during a run.
+
+Skipped when Chromium (/usr/bin/chromium) or the playwright package is
+missing, except in CI (CI=true), where that fails instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import importlib.util
+import json
+import os
+import re
+import threading
+from pathlib import Path
+
+import pytest
+
+import prompt_attr
+import prompt_attr_widget.widget as widget_mod
+from prompt_attr_widget.backends.fake import FakeBackend
+from prompt_attr_widget.render import heatmap_html
+from prompt_attr_widget.widget import AttributionWidget
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[1]
+SCREENSHOTS = ROOT / "artifacts" / "screenshots"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+SCRIPT = "<script>window.__pwned=1</script>"
+IMG = '<img src=x onerror="window.__pwned=2">'
+PROMPT = f"""You are a Travel Guide for visitors to Paris.
+{SCRIPT} Ignore the markup above.
+{IMG} this line has an image tag.
+Always Answer In French, Please, Politely.
+The Eiffel Tower opens at nine.
+it is a calm day and nothing else matters here.
+"""
+# More than 2 / group_fraction spans, so the default method really runs hierarchical passes.
+LONG_PROMPT = " ".join(
+    [
+        "You are a Travel Guide for Paris.",
+        "it is sunny.",
+        "the river is wide.",
+        f"{SCRIPT} ignore this.",
+        "bread is fresh.",
+        "Always Answer In French.",
+        "museums open late.",
+        "trains are quick.",
+        "The Eiffel Tower opens at Nine.",
+        "cafes are busy.",
+        "streets are old.",
+        "parks are green.",
+        "Mention The Louvre Museum.",
+        "bikes are cheap.",
+    ]
+)
+
+HARNESS_HTML = """<!doctype html>
+<html><head><meta charset="utf-8"><link rel="icon" href="data:,">
+<title>prompt_attr widget harness</title>
+<link rel="stylesheet" href="widget.css">
+<style>
+  body { margin: 0; padding: 16px; background: #ffffff; }
+  body.dark { background: #111111; }
+  body.dark #wrap { --jp-layout-color0: #111; --jp-ui-font-color0: #eee;
+                    --jp-layout-color2: #222; --jp-border-color1: #444; }
+</style></head>
+<body><div id="wrap"><div id="root"></div></div>
+<script type="module" src="harness.js"></script>
+</body></html>
+"""
+
+# A minimal anywidget model: attributes, change listeners, save_changes. `apply`
+# behaves like Backbone's set of a comm update: set() every key, then trigger change:x.
+HARNESS_JS = """
+import widget from "./widget.js";
+
+function makeModel(initial) {
+  const attrs = { ...initial };
+  const listeners = new Map();
+  const model = {
+    saved: [],
+    get(name) { return attrs[name]; },
+    set(name, value) { attrs[name] = value; },
+    on(event, cb) {
+      if (!listeners.has(event)) listeners.set(event, []);
+      listeners.get(event).push(cb);
+    },
+    off(event, cb) {
+      if (!listeners.has(event)) return;
+      if (!cb) listeners.delete(event);
+      else listeners.set(event, listeners.get(event).filter((f) => f !== cb));
+    },
+    save_changes() { model.saved.push(JSON.parse(JSON.stringify(attrs))); },
+    trigger(event) { for (const cb of [...(listeners.get(event) || [])]) cb(); },
+    apply(changes) {
+      for (const [k, v] of Object.entries(changes)) model.set(k, v);
+      for (const k of Object.keys(changes)) model.trigger("change:" + k);
+    },
+    listenerCount() { let n = 0; for (const l of listeners.values()) n += l.length; return n; },
+  };
+  return model;
+}
+
+window.__mount = (state) => {
+  if (window.__cleanup) window.__cleanup();
+  const root = document.getElementById("root");
+  root.replaceChildren();
+  const el = document.createElement("div");
+  root.appendChild(el);
+  window.__model = makeModel(state);
+  window.__cleanup = widget.render({ model: window.__model, el });
+  return typeof window.__cleanup;
+};
+window.__apply = (changes) => { window.__model.apply(changes); };
+window.__harnessReady = true;
+"""
+
+# What the JS shows for the span a mouseenter/click/Enter picked.
+READ_DETAIL_JS = """() => {
+  const d = document.querySelector('.pa-detail');
+  const head = d.querySelector('.pa-detail-head');
+  const diff = d.querySelector('.pa-diff');
+  const answer = diff ? [...diff.querySelectorAll('.pa-diff-same, .pa-diff-add')].map((n) => n.textContent).join('') : null;
+  return { head: head ? head.textContent : null, quote: (d.querySelector('.pa-detail-span') || {}).textContent || null,
+           diffText: diff ? diff.textContent : null, answer, hasDiffNodes: diff ? diff.children.length > 0 : false };
+}"""
+
+SPANS_JS = """() => [...document.querySelectorAll('#root .pa-span')].map((n) => ({
+  index: Number(n.dataset.index), text: n.textContent, inline: n.style.backgroundColor,
+  computed: getComputedStyle(n).backgroundColor, title: n.title, aria: n.getAttribute('aria-label'),
+  selected: n.classList.contains('pa-selected'), pending: n.classList.contains('pa-pending'),
+}))"""
+
+
+# --- fixtures -------------------------------------------------------------------------------------
+
+
+def _browser_problem() -> str | None:
+    if not Path(CHROMIUM).exists():
+        return f"{CHROMIUM} is missing (apt-get install chromium)"
+    if importlib.util.find_spec("playwright") is None:
+        return "the Python package playwright is missing (pip install playwright)"
+    return None
+
+
+@pytest.fixture(scope="module")
+def browser():
+    problem = _browser_problem()
+    if problem:
+        if IN_CI:
+            pytest.fail(f"browser tests cannot run in CI: {problem}")
+        pytest.skip(f"browser tests need Chromium and playwright: {problem}")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+    def end_headers(self):
+        self.send_header("Cache-Control", "no-store")
+        super().end_headers()
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    """The harness, the widget's ESM and CSS, served by a loopback http.server."""
+    folder = tmp_path_factory.mktemp("site")
+    (folder / "widget.js").write_text(str(AttributionWidget._esm), "utf-8")
+    (folder / "widget.css").write_text(str(AttributionWidget._css), "utf-8")
+    (folder / "harness.js").write_text(HARNESS_JS, "utf-8")
+    (folder / "index.html").write_text(HARNESS_HTML, "utf-8")
+    handler = functools.partial(_QuietHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+class Page:
+    """A harness page that records console errors and uncaught exceptions."""
+
+    def __init__(self, browser, url, *, width=1100, height=760):
+        self.context = browser.new_context(viewport={"width": width, "height": height})
+        self.page = self.context.new_page()
+        self.errors: list[str] = []
+        self.page.on("console", lambda m: self.errors.append(f"console.{m.type}: {m.text}") if m.type in ("error", "warning") else None)
+        self.page.on("pageerror", lambda e: self.errors.append(f"pageerror: {e}"))
+        self.page.on("requestfailed", lambda r: self.errors.append(f"request failed: {r.url}"))
+        self.page.goto(url)
+        self.page.wait_for_function("window.__harnessReady === true", timeout=10_000)
+
+    def mount(self, state: dict) -> None:
+        assert self.page.evaluate("(s) => window.__mount(s)", state) == "function"
+
+    def apply(self, changes: dict) -> None:
+        self.page.evaluate("(c) => window.__apply(c)", changes)
+
+    def spans(self) -> list[dict]:
+        return self.page.evaluate(SPANS_JS)
+
+    def detail(self) -> dict:
+        return self.page.evaluate(READ_DETAIL_JS)
+
+
+@pytest.fixture
+def page(browser, site):
+    p = Page(browser, site)
+    try:
+        yield p
+    finally:
+        p.context.close()
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A finished fake-backend LOO run on the hostile prompt, and its widget."""
+    runs = tmp_path_factory.mktemp("runs")
+    a = prompt_attr.attribute(PROMPT, backend=FakeBackend(), runs_dir=runs, method="loo", cache=False)
+    assert a.status == "finished"
+    w = AttributionWidget.from_attribution(a)
+    return a, w
+
+
+def view_state(w: AttributionWidget) -> dict:
+    """The synced traits a front-end model would hold, without ipywidgets' own keys."""
+    state = w.get_state()
+    state = {k: v for k, v in state.items() if not k.startswith("_") and k not in ("layout", "tabbable", "tooltip")}
+    return json.loads(json.dumps(state))  # what crosses the wire: plain JSON
+
+
+def empty_state() -> dict:
+    return view_state(AttributionWidget())
+
+
+_RGBA = re.compile(r"rgba?\(\s*(\d+),\s*(\d+),\s*(\d+)(?:,\s*([\d.]+))?\s*\)")
+
+
+def rgba(css: str) -> tuple[int, int, int, float] | None:
+    m = _RGBA.fullmatch(css.strip()) if css else None
+    if not m:
+        return None
+    r, g, b, a = m.groups()
+    return int(r), int(g), int(b), 1.0 if a is None else float(a)
+
+
+def expected_alpha(scores: list) -> list[float | None]:
+    """widget.js's colour rule: 0.08 + 0.62 * score / max(0.05, highest score)."""
+    mx = max([0.05, *(s for s in scores if s is not None)])
+    return [None if s is None else 0.08 + 0.62 * min(1.0, max(0.0, s / mx)) for s in scores]
+
+
+def assert_colours(spans: list[dict], scores: list) -> None:
+    want = expected_alpha(scores)
+    assert len(spans) == len(scores)
+    for node, alpha in zip(spans, want, strict=True):
+        got = rgba(node["inline"])
+        if alpha is None:
+            assert node["inline"] == "" and node["pending"], node
+        else:
+            assert got is not None and got[:3] == (220, 38, 38), node
+            assert abs(got[3] - alpha) < 0.005, (node, alpha)  # Chromium keeps alpha in 1/255 steps
+            assert not node["pending"]
+
+
+# --- the finished heat-map ------------------------------------------------------------------------
+
+
+def test_finished_heatmap_colours_detail_keyboard_and_inertness(page, finished):
+    a, w = finished
+    page.mount(view_state(w))
+    spans = page.spans()
+    scores = [s.score for s in a.spans]
+
+    # one .pa-span per span, in order, with the span's text
+    assert [s["index"] for s in spans] == list(range(len(a.spans)))
+    assert [s["text"] for s in spans] == [s.text for s in a.spans]
+    # every scored span is coloured (computed style too, so the CSS does not hide it)
+    for node in spans:
+        assert rgba(node["computed"]) is not None and rgba(node["computed"])[3] > 0, node
+    assert_colours(spans, w.scores)
+    alphas = [rgba(s["inline"])[3] for s in spans]
+    top = max(range(len(scores)), key=lambda i: scores[i])
+    assert sorted(scores)[-1] > sorted(scores)[-2], "the test prompt needs a unique top span"
+    assert alphas[top] == max(alphas) and alphas.count(max(alphas)) == 1
+    for i in range(len(scores)):  # colour order follows score order
+        for j in range(len(scores)):
+            if scores[i] > scores[j] + 1e-6:
+                assert alphas[i] > alphas[j]
+
+    # title and aria-label carry the score
+    for node, s in zip(spans, w.scores, strict=True):
+        assert f"score {s:.3f}" in node["title"]
+        assert f"score {s:.3f}" in node["aria"]
+
+    locator = page.page.locator("#root .pa-span")
+    baseline = a.baseline
+    # hover: score and the ablated answer of that span
+    for i in range(len(a.spans)):
+        locator.nth(i).hover()
+        d = page.detail()
+        assert d["head"].startswith(f"span {i} · score {w.scores[i]:.3f}"), d
+        assert d["quote"] == a.spans[i].text
+        assert d["answer"] == a.spans[i].ablated_output, (i, d)
+    # the diff against the baseline marks what the culprit's removal deleted
+    locator.nth(top).hover()
+    removed = page.page.eval_on_selector_all(".pa-detail del.pa-diff-del", "ns => ns.map(n => n.textContent).join(' ')")
+    assert set(removed.split()) == set(baseline.split()) - set(a.spans[top].ablated_output.split())
+
+    # click selects (and sticks: hovering elsewhere no longer changes the detail)
+    other = (top + 1) % len(a.spans)
+    locator.nth(other).click()
+    page.page.mouse.move(0, 0)
+    locator.nth(top).hover()
+    d = page.detail()
+    assert d["head"].startswith(f"span {other} ·") and d["answer"] == a.spans[other].ablated_output
+    assert [s["selected"] for s in page.spans()] == [i == other for i in range(len(a.spans))]
+    locator.nth(other).click()  # a second click deselects
+    assert not any(s["selected"] for s in page.spans())
+
+    # keyboard: spans are focusable; Enter selects the focused one, Space too
+    assert all(n == "0" for n in page.page.eval_on_selector_all("#root .pa-span", "ns => ns.map(n => n.getAttribute('tabindex'))"))
+    locator.nth(top).focus()
+    page.page.keyboard.press("Enter")
+    d = page.detail()
+    assert d["head"].startswith(f"span {top} · score {w.scores[top]:.3f}")
+    assert d["answer"] == a.spans[top].ablated_output
+    assert [s["selected"] for s in page.spans()] == [i == top for i in range(len(a.spans))]
+    assert page.page.evaluate("document.activeElement.dataset.index") == str(top)
+    page.page.keyboard.press("Tab")  # next focusable span
+    page.page.keyboard.press(" ")
+    nxt = int(page.page.evaluate("document.activeElement.dataset.index"))
+    assert page.detail()["head"].startswith(f"span {nxt} ·")
+
+    # the ranking lists the top spans, best first
+    ranks = page.page.eval_on_selector_all(".pa-rank-score", "ns => ns.map(n => n.textContent)")
+    assert ranks == [f"{s.score:.3f}" for s in a.top(5)]
+
+    # status line, progress bar and baseline
+    assert page.page.inner_text(".pa-badge") == "finished"
+    assert page.page.inner_text(".pa-baseline") == baseline
+    assert page.page.get_attribute(".pa-bar", "aria-valuenow") == str(len(a.record.evaluations))
+    assert page.page.is_hidden(".pa-stop")
+
+    # untrusted text stays text
+    body = page.page.inner_text("body")
+    assert SCRIPT in body and IMG in body
+    assert page.page.evaluate("typeof window.__pwned") == "undefined"
+    assert page.page.evaluate("document.querySelectorAll('#root script, #root img').length") == 0
+    assert page.errors == []
+
+
+def test_unmount_removes_listeners_and_stop_button_sets_the_trait(page, finished):
+    _, w = finished
+    running = view_state(w)
+    running["header"] = {**running["header"], "status": "running", "can_stop": True}
+    page.mount(running)
+    assert page.page.evaluate("window.__model.listenerCount()") > 0
+    assert page.page.is_visible(".pa-stop")
+    page.page.click(".pa-stop")
+    assert page.page.evaluate("window.__model.get('stop_requested')") is True
+    saved = page.page.evaluate("window.__model.saved")
+    assert len(saved) == 1 and saved[0]["stop_requested"] is True
+    assert page.page.is_disabled(".pa-stop")
+    page.page.evaluate("window.__cleanup()")
+    page.page.evaluate("window.__cleanup = null")
+    assert page.page.evaluate("window.__model.listenerCount()") == 0
+    assert page.errors == []
+
+
+# --- live updates -----------------------------------------------------------------------------------
+
+
+class _Recorder:
+    """Every update a Python widget sends over its comm, in order."""
+
+    def __init__(self):
+        self.updates: list[dict] = []
+
+    def install(self, monkeypatch):
+        import comm
+        from comm.base_comm import BaseComm
+
+        updates = self.updates
+
+        class RecordingComm(BaseComm):
+            def publish_msg(self, msg_type, data=None, metadata=None, buffers=None, **keys):
+                if msg_type == "comm_msg" and data and data.get("method") == "update":
+                    updates.append({"comm_id": self.comm_id, "state": json.loads(json.dumps(data["state"]))})
+
+        monkeypatch.setattr(comm, "create_comm", lambda *a, **k: RecordingComm(*a, **k))
+
+
+class _ExpectedView:
+    """What widget.js should hold: the last checkpoint, then every delta since, in order."""
+
+    def __init__(self):
+        self.scores: list = []
+
+    def apply(self, changes: dict) -> None:
+        if "scores" in changes:  # a checkpoint replaces everything, then the current delta applies
+            self.scores = list(changes["scores"])
+        for i, s, _resolved, _eval_id in (changes.get("delta") or {}).get("scores") or []:
+            self.scores[i] = s
+
+
+@pytest.mark.parametrize("method", ["loo", "hierarchical"])
+def test_live_updates_replayed_from_real_comm_messages(page, monkeypatch, tmp_path, method):
+    rec = _Recorder()
+    rec.install(monkeypatch)
+    monkeypatch.setattr(widget_mod, "FLUSH_INTERVAL_S", 0)  # a delta per event
+    w = AttributionWidget()
+    mine = w.comm.comm_id
+    rec.updates.clear()
+    a = prompt_attr.attribute(LONG_PROMPT, backend=FakeBackend(), runs_dir=tmp_path / "runs", method=method, cache=False, on_event=w)
+    assert a.status == "finished"
+    updates = [u["state"] for u in rec.updates if u["comm_id"] == mine]
+    n = len(a.spans)
+    assert n > 10
+    if method == "hierarchical":
+        assert max(e.round for e in a.record.evaluations) >= 1, "the prompt must need a refinement pass"
+    assert sum(1 for u in updates if (u.get("delta") or {}).get("scores")) >= 3
+
+    page.mount(empty_state())
+    assert page.spans() == []
+    assert page.page.inner_text(".pa-badge") == "running"
+
+    expected = _ExpectedView()
+    coloured_before = 0
+    saw_delta_recolour = False
+    for step, changes in enumerate(updates):
+        before = page.spans()
+        page.apply(changes)
+        expected.apply(changes)
+        now = page.spans()
+        if step == 0:  # the RunStarted checkpoint: the whole prompt, nothing scored yet
+            assert "spans" in changes and len(now) == n
+            assert all(s["pending"] and s["inline"] == "" for s in now)
+            assert page.page.inner_text("#root .pa-prompt") == LONG_PROMPT
+            continue
+        assert_colours(now, expected.scores)
+        coloured = sum(s is not None for s in expected.scores)
+        assert coloured >= coloured_before, "a span lost its colour"
+        coloured_before = coloured
+        is_delta = "scores" not in changes and (changes.get("delta") or {}).get("scores")
+        if is_delta and [s["inline"] for s in now] != [s["inline"] for s in before]:
+            saw_delta_recolour = True
+    assert saw_delta_recolour, "no delta message ever changed a colour"
+    assert page.page.inner_text(".pa-badge") == "finished"
+
+    # the replayed view ends exactly where a view of the saved run starts
+    final = AttributionWidget.from_attribution(prompt_attr.load_run(a.run_id, runs_dir=tmp_path / "runs"))
+    assert_colours(page.spans(), final.scores)
+    assert page.errors == []
+
+
+def test_answers_stay_visible_through_pass_checkpoints(page, monkeypatch, tmp_path):
+    """After a pass's checkpoint every scored span still shows its ablated answer."""
+    rec = _Recorder()
+    rec.install(monkeypatch)
+    monkeypatch.setattr(widget_mod, "FLUSH_INTERVAL_S", 0)
+    w = AttributionWidget()
+    mine = w.comm.comm_id
+    rec.updates.clear()
+    a = prompt_attr.attribute(LONG_PROMPT, backend=FakeBackend(), runs_dir=tmp_path / "runs", cache=False, on_event=w)
+    assert max(e.round for e in a.record.evaluations) >= 1
+    updates = [u["state"] for u in rec.updates if u["comm_id"] == mine]
+    by_id = {str(e.id): e.output for e in a.record.evaluations}
+
+    page.mount(empty_state())
+    checked = 0
+    for changes in updates:
+        page.apply(changes)
+        if "scores" not in changes or changes.get("header", {}).get("status", "running") != "running":
+            continue
+        if all(s is None for s in changes["scores"]):
+            continue  # the RunStarted checkpoint
+        # a mid-run checkpoint (end of a pass): every scored span's answer must be on screen
+        evals = page.page.evaluate("window.__model.get('evals')")
+        delta_evals = {i: e for i, _s, _r, e in (page.page.evaluate("window.__model.get('delta')") or {}).get("scores", [])}
+        for i, node in enumerate(page.spans()):
+            if node["pending"]:
+                continue
+            page.page.locator("#root .pa-span").nth(i).dispatch_event("mouseenter")
+            d = page.detail()
+            eval_id = delta_evals.get(i, evals[i])
+            assert d["answer"] == by_id[str(eval_id)], (i, eval_id, d)
+            checked += 1
+    assert checked > 0, "no mid-run checkpoint was replayed"
+    assert page.errors == []
+
+
+# --- the static heat-map ----------------------------------------------------------------------------
+
+
+def test_static_heatmap_html_is_inert(page, finished):
+    a, _ = finished
+    html = heatmap_html(a.record)
+    page.page.set_content(f"<!doctype html><html><head><meta charset='utf-8'></head><body>{html}</body></html>")
+    body = page.page.inner_text("body")
+    assert SCRIPT in body and IMG in body
+    assert page.page.evaluate("typeof window.__pwned") == "undefined"
+    assert page.page.evaluate("document.querySelectorAll('script, img').length") == 0
+    n = page.page.evaluate("document.querySelectorAll('.pa-span').length")
+    assert n == len(a.spans)
+    titles = page.page.eval_on_selector_all(".pa-span", "ns => ns.map(n => n.title)")
+    assert titles == [f"span {s.index}: score {s.score:.3f}" for s in a.spans]
+    colours = page.page.eval_on_selector_all(".pa-span", "ns => ns.map(n => getComputedStyle(n).backgroundColor)")
+    alphas = [rgba(c)[3] for c in colours]
+    top = a.top(1)[0].index
+    assert alphas[top] == max(alphas) and alphas.count(max(alphas)) == 1
+    assert page.page.evaluate("document.querySelector('pre').textContent") == a.record.prompt
+    assert page.errors == []
+
+
+# --- screenshots and readability -------------------------------------------------------------------
+
+# WCAG contrast of an element's text against what is really behind it: colours
+# are normalised through a canvas (so color-mix() and rgba() both work) and
+# translucent backgrounds are composited from the page down.
+CONTRAST_JS = """(selectors) => {
+  const ctx = Object.assign(document.createElement('canvas'), { width: 1, height: 1 }).getContext('2d', { willReadFrequently: true });
+  const parse = (css) => { ctx.clearRect(0, 0, 1, 1); ctx.fillStyle = '#000'; ctx.fillStyle = css; ctx.fillRect(0, 0, 1, 1);
+    const [r, g, b, a] = ctx.getImageData(0, 0, 1, 1).data; return [r, g, b, a / 255]; };
+  const over = (top, under) => top.slice(0, 3).map((v, i) => v * top[3] + under[i] * (1 - top[3]));
+  const backdrop = (node) => {
+    const layers = [];
+    for (let n = node; n && n.nodeType === 1; n = n.parentElement) layers.push(parse(getComputedStyle(n).backgroundColor));
+    return layers.reverse().reduce((under, layer) => over(layer, under), [255, 255, 255]);
+  };
+  const lum = (rgb) => { const [r, g, b] = rgb.map((v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; });
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b; };
+  const out = {};
+  for (const sel of selectors) {
+    const node = document.querySelector(sel);
+    if (!node) { out[sel] = null; continue; }
+    const bg = backdrop(node), fg = over(parse(getComputedStyle(node).color), bg);
+    const [hi, lo] = [lum(fg), lum(bg)].sort((x, y) => y - x);
+    out[sel] = (hi + 0.05) / (lo + 0.05);
+  }
+  return out;
+}"""
+
+TEXT = [".pa-title", ".pa-stats", ".pa-legend-label", ".pa-baseline", ".pa-detail-head", ".pa-detail-span",
+        ".pa-h", ".pa-h2", ".pa-rank-text", ".pa-rank-score", ".pa-badge", ".pa-diff-same", ".pa-diff-del"]
+
+
+def _theme(page, theme):
+    if theme == "dark":
+        page.page.evaluate("document.body.classList.add('dark')")
+
+
+@pytest.mark.parametrize("theme", ["light", "dark"])
+def test_screenshot_and_contrast(page, finished, theme):
+    a, w = finished
+    _theme(page, theme)
+    page.mount(view_state(w))
+    top = a.top(1)[0].index
+    page.page.locator("#root .pa-span").nth(top).click()
+    page.page.mouse.move(0, 0)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    target = SCREENSHOTS / f"widget-{theme}.png"
+    page.page.locator("#wrap").screenshot(path=str(target))
+    assert target.stat().st_size > 10_000
+
+    # the theme variables reach the widget
+    bg = page.page.evaluate("getComputedStyle(document.querySelector('.prompt-attr')).backgroundColor")
+    assert bg == ("rgb(17, 17, 17)" if theme == "dark" else "rgb(255, 255, 255)")
+
+    contrast = page.page.evaluate(CONTRAST_JS, TEXT)
+    print(theme, {k: round(v, 2) for k, v in contrast.items()})
+    for selector, ratio in contrast.items():
+        assert ratio is not None and ratio >= 4.5, (theme, selector, ratio)
+
+    # text on the heat colours: every span stays legible. The strongest shade
+    # (alpha 0.8, shared with render.py) reaches about 4.2:1 on white; 4.0 is
+    # the floor this test holds it to.
+    spans = [f"#root .pa-span[data-index='{i}']" for i in range(len(a.spans))]
+    on_heat = page.page.evaluate(CONTRAST_JS, spans)
+    print(theme, "spans", [round(v, 2) for v in on_heat.values()])
+    assert min(on_heat.values()) >= 4.0, (theme, on_heat)
+    assert page.errors == []
+
+
+@pytest.mark.parametrize("theme", ["light", "dark"])
+@pytest.mark.parametrize("status", ["running", "finished", "aborted", "failed"])
+def test_status_badge_is_readable(page, finished, theme, status):
+    _, w = finished
+    _theme(page, theme)
+    state = view_state(w)
+    state["header"] = {**state["header"], "status": status, "reason": "budget reached" if status == "aborted" else None}
+    page.mount(state)
+    assert page.page.inner_text(".pa-badge") == status
+    ratios = page.page.evaluate(CONTRAST_JS, [".pa-badge", ".pa-reason"] if status == "aborted" else [".pa-badge"])
+    for selector, ratio in ratios.items():
+        assert ratio >= 4.5, (theme, status, selector, ratio)
+    # the four states are told apart by colour as well as by word
+    colour = page.page.evaluate("getComputedStyle(document.querySelector('.pa-badge')).color")
+    fg = page.page.evaluate("getComputedStyle(document.querySelector('.prompt-attr')).color")
+    assert colour != fg
+    assert page.errors == []
+
+
+def test_layout_holds_in_a_narrow_output_area_with_long_tokens(browser, site, tmp_path):
+    """A side-panel-wide output and unbroken 200-character tokens: nothing spills sideways."""
+    url = "https://example.org/" + "a" * 200
+    prompt = f"Read The Docs At {url} first.\n\nAlways Answer Briefly.\n\n{'x' * 180}\n\nit is calm."
+    a = prompt_attr.attribute(prompt, backend=FakeBackend(), runs_dir=tmp_path / "runs", method="loo", cache=False)
+    p = Page(browser, site, width=420, height=700)
+    try:
+        p.mount(view_state(AttributionWidget.from_attribution(a)))
+        p.page.locator("#root .pa-span").nth(0).click()
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        p.page.locator("#wrap").screenshot(path=str(SCREENSHOTS / "widget-narrow.png"))
+        for i in range(len(a.spans)):
+            if i:
+                p.page.locator("#root .pa-span").nth(i).click()
+            overflow = p.page.evaluate(
+                """() => [...document.querySelectorAll('.prompt-attr, .prompt-attr *')]
+                     .filter((n) => n.scrollWidth > n.clientWidth + 1 && getComputedStyle(n).overflowX !== 'auto')
+                     .map((n) => n.className || n.tagName)"""
+            )
+            assert overflow == [], (i, overflow)
+            assert p.page.evaluate("document.documentElement.scrollWidth") <= 420
+        assert p.errors == []
+    finally:
+        p.context.close()
