@@ -8,7 +8,14 @@ heat-map of the prompt. See README.md.
 from ._version import __version__
 from .api import attribute, attribute_async, list_runs, load_run
 from .config import AttributionConfig, Price
-from .errors import BackendError, BudgetRefused, MissingDependency, PromptAttrError, RunNotFound, UsageError
+from .errors import (
+    BackendError,
+    BudgetRefused,
+    MissingDependency,
+    PromptAttrError,
+    RunNotFound,
+    UsageError,
+)
 from .result import Attribution, SpanResult
 from .segment import Span, segment
 
