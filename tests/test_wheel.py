@@ -1,0 +1,70 @@
+"""The wheel ships both packages, the JS and CSS, and the extension loads from it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import venv
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(ROOT)],
+        check=True, capture_output=True, text=True, timeout=300,
+    )
+    (path,) = out.glob("prompt_attr-*.whl")
+    return path
+
+
+def test_wheel_contents(wheel):
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for required in (
+        "prompt_attr/__init__.py",
+        "prompt_attr_widget/__init__.py",
+        "prompt_attr_widget/magics.py",
+        "prompt_attr_widget/widget.py",
+        "prompt_attr_widget/prices.json",
+        "prompt_attr_widget/static/widget.js",
+        "prompt_attr_widget/static/widget.css",
+    ):
+        assert required in names, f"{required} missing from {wheel.name}"
+    assert not any(n.endswith(".gguf") or "/runs/" in n for n in names)
+
+
+def test_extension_loads_from_the_installed_wheel(wheel, tmp_path):
+    """A fresh venv (dependencies visible from the system, the package only from the wheel)."""
+    env_dir = tmp_path / "venv"
+    venv.EnvBuilder(with_pip=False, system_site_packages=True).create(env_dir)
+    python = env_dir / "bin" / "python"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(_site_packages(python)), str(wheel)],
+        check=True, capture_output=True, text=True, timeout=300,
+    )
+    script = (
+        "import prompt_attr, prompt_attr_widget, pathlib\n"
+        "from IPython.testing.globalipapp import start_ipython\n"
+        "ip = start_ipython()\n"
+        "ip.run_line_magic('load_ext', 'prompt_attr')\n"
+        "assert 'attribute' in ip.magics_manager.magics['cell']\n"
+        "assert 'attribute_show' in ip.magics_manager.magics['line']\n"
+        "from prompt_attr_widget.widget import AttributionWidget\n"
+        "assert 'export default' in AttributionWidget._esm and '.prompt-attr' in AttributionWidget._css\n"
+        "print(pathlib.Path(prompt_attr_widget.__file__).resolve())\n"
+    )
+    proc = subprocess.run([str(python), "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert str(env_dir.resolve()) in proc.stdout, f"imported from the wrong place: {proc.stdout}"
+
+
+def _site_packages(python: Path) -> Path:
+    out = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                         capture_output=True, text=True, check=True)
+    return Path(out.stdout.strip())
