@@ -27,6 +27,8 @@ def public_url(url: str | None) -> str | None:
         return None
     parts = urlsplit(url)
     host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"  # an IPv6 literal keeps its brackets, or the URL is ambiguous
     if parts.port:
         host = f"{host}:{parts.port}"
     return urlunsplit((parts.scheme, host, parts.path.rstrip("/"), "", ""))
@@ -64,6 +66,11 @@ class OpenAIBackend:
             api_key=key, base_url=base_url, timeout=timeout, max_retries=max_retries
         )
         embed_model = embed_model or (DEFAULT_EMBED_MODEL if official else model)
+        if embed_price is None and price is not None and not official:
+            # A self-hosted server has no price table, and the one price a user
+            # can give (--price-in/--price-out) must let a budget work: its
+            # embeddings are charged at that price's input rate.
+            embed_price = Price(input=price.input)
         self.info = BackendInfo(
             backend="openai",
             model=model,
@@ -110,6 +117,12 @@ class OpenAIBackend:
         if len(data) != len(texts) or any(not d.embedding for d in data):
             raise BackendError(
                 f"malformed embeddings from {self.url}: asked for {len(texts)}, got {len(data)}"
+            )
+        if any(not all(isinstance(x, (int, float)) for x in d.embedding) for d in data):
+            # llama.cpp without a pooling type answers one vector per token.
+            raise BackendError(
+                f"malformed embeddings from {self.url}: expected one flat vector of numbers per text "
+                "(does the server pool its embeddings? llama.cpp needs a pooling type such as mean)"
             )
         vectors = [list(map(float, d.embedding)) for d in data]
         if len({len(v) for v in vectors}) != 1:

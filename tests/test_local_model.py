@@ -1,0 +1,251 @@
+"""Integration tests on the real embedded model (SmolLM2-135M through llama-cpp-python).
+
+Slow by the standards of the unit tests (model calls on CPU), so answers
+are kept short (max_tokens <= 48) and runs few: the whole file aims at well
+under 90 s on two cores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import re
+
+import pytest
+
+import prompt_attr
+from prompt_attr import UsageError
+from prompt_attr_widget.backends.base import GenerationParams
+from prompt_attr_widget.schema import RunRecord
+
+PROMPT = """### Role
+You are a helpful travel assistant for a small tour company.
+
+### Facts
+The Eiffel Tower is in Paris. It opens at 9 am and tickets cost 29 euros.
+
+### Style
+Always answer in French.
+
+### Audience
+The reader is a ten-year-old child visiting Paris for the first time.
+
+### Question
+When does the Eiffel Tower open, and how much is a ticket?
+"""
+
+SECTIONS = ["### Role", "### Facts", "### Style", "### Audience", "### Question"]
+
+
+def _guard_model(m: pytest.MonkeyPatch) -> None:
+    """Make every way to reach a model raise, for the rest of monkeypatch context `m`."""
+    import llama_cpp
+
+    import prompt_attr_widget.api as api_mod
+    import prompt_attr_widget.backends as backends_mod
+    import prompt_attr_widget.backends.local as local_mod
+
+    def boom(*args, **kwargs):
+        raise AssertionError("a model was touched")
+
+    cls = local_mod.LocalBackend
+    for name in ("__init__", "_model", "_complete_sync", "_embed_sync", "_logprob_sync"):
+        m.setattr(cls, name, boom)
+    m.setattr(local_mod, "LocalBackend", boom)
+    m.setattr(backends_mod, "resolve_backend", boom)
+    m.setattr(api_mod, "resolve_backend", boom)
+    for name in ("__init__", "create_chat_completion", "create_completion", "embed", "eval"):
+        m.setattr(llama_cpp.Llama, name, boom)
+
+
+def _check_record(att: prompt_attr.Attribution, prompt: str) -> None:
+    rec = att.record
+    assert rec.status == "finished", rec.reason
+    assert rec.backend.backend == "local"
+    assert re.fullmatch(r"[0-9a-f]{64}", rec.backend.fingerprint["gguf_sha256"])
+    assert att.baseline and att.baseline.strip(), "the local model gave an empty baseline"
+    assert 0 < rec.baseline.completion_tokens <= 48
+    # Spans are real slices of the prompt, in order, and every section is covered.
+    assert len(att.spans) >= len(SECTIONS)
+    for span in att.spans:
+        assert prompt[span.start : span.end] == span.text
+    assert [s.start for s in att.spans] == sorted(s.start for s in att.spans)
+    covered = "".join(s.text for s in att.spans)
+    for heading in SECTIONS:
+        assert heading in covered
+    assert "Always answer in French." in covered
+    # One finite score in [0, 1] per span; each evaluation is scored against the baseline.
+    assert sorted(s.index for s in rec.attribution) == list(range(len(att.spans)))
+    for s in att.spans:
+        assert math.isfinite(s.score) and 0.0 <= s.score <= 1.0
+    assert rec.evaluations
+    for ev in rec.evaluations:
+        assert ev.dropped and 0.0 <= ev.score <= 1.0
+        if ev.output == att.baseline:
+            assert ev.score == 0.0
+        else:
+            assert ev.cosine is not None and -1.0 - 1e-6 <= ev.cosine <= 1.0 + 1e-6
+    assert rec.spend.usd == 0.0  # the embedded model is free, and says so
+
+
+@pytest.mark.local
+def test_attribute_saves_replays_and_caches(runs_dir, monkeypatch):
+    live = prompt_attr.attribute(PROMPT, model="local", runs_dir=runs_dir, max_tokens=48)
+    _check_record(live, PROMPT)
+    assert live.record.config["method"] == "hierarchical"
+    assert live.record.spend.calls > 0
+
+    run_json = runs_dir / live.run_id / "run.json"
+    on_disk = RunRecord.model_validate_json(run_json.read_bytes())
+    assert on_disk == live.record
+    events = (runs_dir / live.run_id / "events.jsonl").read_text("utf-8").splitlines()
+    kinds = [json.loads(line)["type"] for line in events]
+    assert kinds[:2] == ["run_started", "baseline"] and kinds[-1] == "run_finished"
+    assert kinds.count("evaluated") == len(live.record.evaluations)
+
+    # Replay: the same Attribution, and provably no model call on the way.
+    with monkeypatch.context() as m:
+        _guard_model(m)
+        with pytest.raises(AssertionError, match="model was touched"):
+            prompt_attr.attribute(PROMPT, model="local", runs_dir=runs_dir, max_tokens=48)  # the guard is live
+        loaded = prompt_attr.load_run(live.run_id, runs_dir=runs_dir)
+        latest = prompt_attr.load_run("latest", runs_dir=runs_dir)
+    assert loaded == live and latest == live
+    assert loaded.spans == live.spans and loaded.baseline == live.baseline
+    assert loaded.to_json() == live.to_json()
+
+    # A second identical run is served entirely from the cache: no model work at all.
+    with monkeypatch.context() as m:
+        import prompt_attr_widget.backends.local as local_mod
+
+        def boom(*args, **kwargs):
+            raise AssertionError("a cached run reached the model")
+
+        for name in ("_complete_sync", "_embed_sync"):
+            m.setattr(local_mod.LocalBackend, name, boom)
+        again = prompt_attr.attribute(PROMPT, model="local", runs_dir=runs_dir, max_tokens=48)
+    assert again.status == "finished", again.record.reason
+    assert again.run_id != live.run_id
+    assert again.record.spend.calls == 0
+    assert again.record.spend.cache_hits > 0
+    assert again.record.baseline.cache_hit
+    assert all(ev.cache_hit for ev in again.record.evaluations)
+    assert again.baseline == live.baseline
+    assert [s.score for s in again.spans] == [s.score for s in live.spans]
+    assert again.record.prompt_sha256 == live.record.prompt_sha256
+
+    # Leave-one-out on the same prompt: one evaluation per span, every span resolved.
+    loo = prompt_attr.attribute(PROMPT, model="local", runs_dir=runs_dir, max_tokens=48, method="loo")
+    _check_record(loo, PROMPT)
+    n = len(loo.spans)
+    assert sorted(tuple(ev.dropped) for ev in loo.record.evaluations) == [(i,) for i in range(n)]
+    by_dropped = {ev.dropped[0]: ev for ev in loo.record.evaluations}
+    for span, score in zip(loo.spans, sorted(loo.record.attribution, key=lambda s: s.index), strict=True):
+        assert span.resolved and score.resolved
+        assert span.score == pytest.approx(by_dropped[span.index].score)
+        assert span.ablated_output == by_dropped[span.index].output
+    assert [r.run_id for r in prompt_attr.list_runs(runs_dir=runs_dir)] == sorted(
+        [live.run_id, again.run_id, loo.run_id]
+    )
+
+
+def _section_spans(prompt: str) -> list[tuple[int, int]]:
+    starts = [m.start() for m in re.finditer(r"^### ", prompt, flags=re.MULTILINE)]
+    return [(a, b) for a, b in zip(starts, [*starts[1:], len(prompt)], strict=True)]
+
+
+@pytest.mark.local
+def test_uncached_runs_are_deterministic(runs_dir, tmp_path):
+    # One span per section keeps this to 6 calls a run (baseline + 5 deletions).
+    spans = _section_spans(PROMPT)
+    assert len(spans) == len(SECTIONS)
+    runs = [
+        prompt_attr.attribute(PROMPT, model="local", runs_dir=runs_dir, max_tokens=16, spans=spans, cache=False)
+        for _ in range(2)
+    ]
+    for run in runs:
+        assert run.status == "finished", run.record.reason
+        assert [sp.text.splitlines()[0] for sp in run.spans] == SECTIONS  # one span a section
+        assert run.record.spend.calls > len(run.spans)  # really called the model...
+        assert run.record.spend.cache_hits == 0  # ...and never read a cache
+        assert not run.record.baseline.cache_hit
+    assert not (tmp_path / "cache").exists(), "cache=False still wrote the call cache"
+    first, second = runs
+    assert first.baseline == second.baseline  # temperature 0, seed 42
+    outputs = [{tuple(e.dropped): e.output for e in run.record.evaluations} for run in runs]
+    assert outputs[0] == outputs[1]
+    assert [s.score for s in first.spans] == pytest.approx([s.score for s in second.spans], abs=1e-9)
+
+
+@pytest.mark.local
+def test_teacher_forced_logprob():
+    import llama_cpp
+
+    from prompt_attr_widget.backends.local import LocalBackend, embedded_model_path
+
+    backend = LocalBackend()
+    tokenizer = llama_cpp.Llama(model_path=str(embedded_model_path()), vocab_only=True, verbose=False)
+
+    def n_tokens(text: str) -> int:
+        return len(tokenizer.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+    messages = [{"role": "user", "content": "The capital of France is"}]
+
+    def lp(continuation: str) -> list[float]:
+        return asyncio.run(backend.logprob(messages, continuation))
+
+    scores = {text: lp(text) for text in ["Paris", "Paris.", "banana", "The capital of France is Paris."]}
+    for text, values in scores.items():
+        assert len(values) == n_tokens(text), text
+        assert all(isinstance(v, float) and math.isfinite(v) and v <= 0.0 for v in values), (text, values)
+    assert sum(scores["Paris"]) > sum(scores["banana"])
+    assert scores["Paris"][0] > scores["banana"][0]
+    # Teacher forcing: a token's log-probability depends only on what precedes it.
+    assert scores["Paris."][0] == pytest.approx(scores["Paris"][0], abs=1e-3)
+    assert lp("") == []
+
+    # The prompt logprob() renders is the one generation uses: the greedy answer's
+    # first token is the most likely one, so it beats any other first token.
+    greedy = asyncio.run(backend.complete(messages, GenerationParams(max_tokens=8, temperature=0.0, seed=42))).text
+    assert greedy.strip()
+    first = lp(greedy)[0]
+    greedy_first = tokenizer.tokenize(greedy.encode("utf-8"), add_bos=False)[0]
+    for other in ["Paris", "banana", "The", "Tokyo", "Yes"]:
+        if tokenizer.tokenize(other.encode("utf-8"), add_bos=False)[0] != greedy_first:
+            assert first >= lp(other)[0] - 1e-3, (greedy, other)
+
+
+@pytest.mark.local
+def test_missing_and_broken_model_files(runs_dir, tmp_path):
+    with pytest.raises(UsageError, match=re.escape("/nonexistent.gguf")):
+        prompt_attr.attribute("Say hello.", model="local:/nonexistent.gguf", runs_dir=runs_dir)
+    assert not runs_dir.exists() or not any(runs_dir.iterdir())  # refused before any run began
+
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"GGUF" + b"\0" * 256)
+    run = prompt_attr.attribute("Say hello. Then stop.", model=f"local:{bad}", runs_dir=runs_dir, max_tokens=8)
+    assert run.status == "failed"
+    assert str(bad) in run.record.reason and "could not load" in run.record.reason
+
+
+@pytest.mark.local
+def test_prompt_longer_than_context_fails_cleanly(runs_dir):
+    from prompt_attr_widget.backends.local import LocalBackend
+
+    long_prompt = "### Facts\n" + "\n\n".join(
+        f"Fact number {i}: the quick brown fox jumps over the lazy dog near river {i}." for i in range(300)
+    ) + "\n\n### Question\nWhat is fact 7?"
+    run = prompt_attr.attribute(long_prompt, model="local", runs_dir=runs_dir, max_tokens=16)
+    assert run.status == "failed"
+    assert "too long" in run.record.reason and "2048" in run.record.reason
+    assert run.record.baseline is None
+    saved = RunRecord.model_validate_json((runs_dir / run.run_id / "run.json").read_bytes())
+    assert saved.status == "failed" and saved.reason == run.record.reason
+
+    backend = LocalBackend()
+    with pytest.raises(UsageError, match="exceed the local context"):
+        asyncio.run(backend.logprob([{"role": "user", "content": long_prompt}], "Paris"))
+    # The shared model is still usable after both refusals.
+    answer = asyncio.run(backend.complete([{"role": "user", "content": "Say hi."}], GenerationParams(max_tokens=4)))
+    assert answer.text.strip() and answer.completion_tokens > 0
