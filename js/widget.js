@@ -257,22 +257,17 @@ function render({ model, el: root }) {
   const onCheckpoint = () => { loadCheckpoint(); paint(); if (state.selected !== null) showDetail(state.selected); };
   const onDelta = () => { applyDelta(); paint(); if (state.selected !== null) showDetail(state.selected); };
   const onBaseline = () => { baselineBox.textContent = model.get("baseline") || "…"; };
-  model.on("change:spans", onSpans);
-  model.on("change:scores", onCheckpoint);
-  model.on("change:outputs", onCheckpoint);
-  model.on("change:delta", onDelta);
-  model.on("change:baseline", onBaseline);
-  model.on("change:progress", paintStatus);
-  model.on("change:header", () => { paintStatus(); paint(); });
-  return () => {
-    model.off("change:spans", onSpans);
-    model.off("change:scores", onCheckpoint);
-    model.off("change:outputs", onCheckpoint);
-    model.off("change:delta", onDelta);
-    model.off("change:baseline", onBaseline);
-    model.off("change:progress", paintStatus);
-    model.off("change:header");
-  };
+  const handlers = [
+    ["change:spans", onSpans],
+    ["change:scores", onCheckpoint],
+    ["change:outputs", onCheckpoint],
+    ["change:delta", onDelta],
+    ["change:baseline", onBaseline],
+    ["change:progress", paintStatus],
+    ["change:header", () => { paintStatus(); paint(); }],
+  ];
+  for (const [name, fn] of handlers) model.on(name, fn);
+  return () => { for (const [name, fn] of handlers) model.off(name, fn); };
 }
 
 export default { render };
