@@ -142,17 +142,21 @@ class AttributionWidget(anywidget.AnyWidget):
     def _send_checkpoint(self, *, with_outputs: bool) -> None:
         r = self.record
         by_index = {s.index: s for s in r.attribution}
-        n = len(r.spans)
-        scores = [by_index[i].score if i in by_index else None for i in range(n)]
-        # spans the run's estimate does not cover yet (a run stopped before its first
-        # estimate) keep the live scores the view already showed
-        pending = self._live_scores
-        for i, (_, score, _resolved, _eval_id) in pending.items():
-            if scores[i] is None:
-                scores[i] = score
-        self.scores = [None if s is None else round(s, 6) for s in scores]
-        self.resolved = [by_index[i].resolved if i in by_index else bool(pending.get(i, [0, 0, False])[2]) for i in range(n)]
-        self.evals = [by_index[i].evaluation if i in by_index else pending.get(i, [0, 0, 0, None])[3] for i in range(n)]
+        rows = []  # (score, resolved, evaluation id) per span
+        for i in range(len(r.spans)):
+            if i in by_index:
+                s = by_index[i]
+                rows.append((round(s.score, 6), s.resolved, s.evaluation))
+            elif i in self._live_scores:
+                # not in the run's estimate yet (stopped before its first one):
+                # keep the live score the view already showed
+                _, score, resolved, eval_id = self._live_scores[i]
+                rows.append((round(score, 6), resolved, eval_id))
+            else:
+                rows.append((None, False, None))
+        self.scores = [row[0] for row in rows]
+        self.resolved = [row[1] for row in rows]
+        self.evals = [row[2] for row in rows]
         if with_outputs:
             self.outputs = {str(e.id): e.output for e in r.evaluations}
         self.delta = {}
