@@ -6,11 +6,14 @@
 //   scores     [number|null]  checkpoint of every span's score (null: pending)
 //   resolved   [bool]         false: share of a group the pass did not refine
 //   evals      [int|null]     evaluation id that scored each span
+//   stderr     [number|null]  surrogate runs: bootstrap standard error per span
+//   significant [bool|null]   above the noise floor (null: not assessed yet)
 //   outputs    {id: text}     ablated answers by evaluation id (checkpoint)
 //   delta      {seq, scores: [[i, s, resolved, evalId]], outputs: [[id, text]]}
 //              what changed since the last checkpoint (live runs only)
 //   progress   {done, planned, calls, cache_hits, spend_usd, elapsed_s, eta_s}
-//   header     {run_id, model, method, status, reason, noise_floor}
+//   header     {run_id, model, method, status, reason, noise_floor, scorer, unit,
+//               target, notes: [text]}  notes say how sure the run is
 //   baseline   text
 //   stop_requested  bool, set by the Stop button
 // Prompt and answers are untrusted: they only ever reach the DOM as text.
@@ -66,7 +69,7 @@ export function wordDiff(baseline, other) {
 
 function render({ model, el: root }) {
   root.classList.add("prompt-attr");
-  const state = { scores: [], resolved: [], evals: [], outputs: {}, seq: -1, selected: null };
+  const state = { scores: [], resolved: [], evals: [], stderr: [], significant: [], outputs: {}, seq: -1, selected: null };
 
   const status = el("div", "pa-status");
   const bar = el("div", "pa-bar");
@@ -86,6 +89,7 @@ function render({ model, el: root }) {
   const top = el("div", "pa-top");
   top.append(status, stop);
   const legend = el("div", "pa-legend");
+  const notes = el("ul", "pa-notes");
   const prompt = el("div", "pa-prompt");
   prompt.setAttribute("aria-label", "prompt heat-map");
   const detail = el("div", "pa-detail");
@@ -97,7 +101,7 @@ function render({ model, el: root }) {
     el("div", "pa-h", "Top spans"), ranking);
   const body = el("div", "pa-body");
   body.append(prompt, side);
-  root.append(top, bar, stats, legend, body);
+  root.append(top, bar, stats, legend, notes, body);
 
   let spanNodes = [];
 
@@ -133,20 +137,37 @@ function render({ model, el: root }) {
     if (tail) prompt.appendChild(document.createTextNode(tail));
   }
 
+  // Noise is never shown as signal: the run's verdict where it has one,
+  // else (a live score before the next estimate) the score against the floor.
+  function isNoise(i) {
+    const s = state.scores[i];
+    if (s === null || s === undefined) return false;
+    if (state.significant[i] === false) return true;
+    if (state.significant[i] === true) return false;
+    const floor = noiseFloor();
+    return state.resolved[i] !== false && floor !== null && s <= floor;
+  }
+
+  function fmtErr(i) {
+    const e = state.stderr[i];
+    return e === null || e === undefined ? "" : ` ± ${Number(e).toFixed(3)}`;
+  }
+
   function paint() {
     const mx = scaleMax();
     const floor = noiseFloor();
+    const h = model.get("header") || {};
     spanNodes.forEach((node, i) => {
       const s = state.scores[i];
       const pending = s === null || s === undefined;
-      const muted = !pending && floor !== null && s <= floor;
+      const muted = isNoise(i);
       const alpha = pending ? 0 : 0.08 + 0.62 * Math.min(1, Math.max(0, s / mx));
       node.style.backgroundColor = pending ? "" : `rgba(${HEAT.join(",")},${alpha.toFixed(3)})`;
       node.classList.toggle("pa-pending", pending);
       node.classList.toggle("pa-muted", muted);
       node.classList.toggle("pa-unresolved", !pending && state.resolved[i] === false);
       node.classList.toggle("pa-selected", state.selected === i);
-      const label = `span ${i}: score ${fmtScore(s)}${muted ? " (below noise floor)" : ""}` +
+      const label = `span ${i}: score ${fmtScore(s)}${pending ? "" : fmtErr(i)}${muted ? " (below noise floor)" : ""}` +
         (!pending && state.resolved[i] === false ? " (share of an unrefined group)" : "");
       node.title = label;
       node.setAttribute("aria-label", label);
@@ -154,9 +175,10 @@ function render({ model, el: root }) {
     legend.replaceChildren(
       el("span", "pa-legend-label", "score 0"),
       el("span", "pa-legend-scale"),
-      el("span", "pa-legend-label", mx.toFixed(3)),
-      el("span", "pa-legend-note", floor !== null ? ` · muted: below noise floor ${floor.toFixed(3)}` : ""),
+      el("span", "pa-legend-label", `${mx.toFixed(3)}${h.unit ? " " + h.unit : ""}`),
+      el("span", "pa-legend-note", floor !== null ? ` · uncoloured: below noise floor ${floor.toFixed(3)}` : ""),
     );
+    notes.replaceChildren(...(h.notes || []).map((n) => el("li", null, n)));
     paintRanking();
   }
 
@@ -170,7 +192,9 @@ function render({ model, el: root }) {
     ranking.replaceChildren(...ranked.map(([s, i]) => {
       const li = el("li", "pa-rank");
       const text = (spans[i] ? spans[i].text : "").replace(/\s+/g, " ");
-      li.append(el("span", "pa-rank-score", fmtScore(s)), el("span", "pa-rank-text", text.length > 70 ? text.slice(0, 69) + "…" : text));
+      li.append(el("span", "pa-rank-score", fmtScore(s) + fmtErr(i)),
+        el("span", "pa-rank-text", text.length > 70 ? text.slice(0, 69) + "…" : text));
+      if (isNoise(i)) li.append(el("span", "pa-rank-noise", " (noise)"));
       li.tabIndex = 0;
       li.addEventListener("click", () => select(i));
       li.addEventListener("keydown", (e) => { if (e.key === "Enter") select(i); });
@@ -187,12 +211,18 @@ function render({ model, el: root }) {
     const s = state.scores[i];
     const evalId = state.evals[i];
     const output = evalId !== null && evalId !== undefined ? state.outputs[evalId] : undefined;
-    const head = el("div", "pa-detail-head", `span ${i} · score ${fmtScore(s)}` +
+    const head = el("div", "pa-detail-head", `span ${i} · score ${fmtScore(s)}${fmtErr(i)}` +
+      (isNoise(i) ? " · below the noise floor" : "") +
       (state.resolved[i] === false ? " · share of an unrefined group" : ""));
     const quote = el("div", "pa-detail-span", spans[i].text);
     const diff = el("div", "pa-diff");
-    if (output === undefined) {
-      diff.textContent = s === null || s === undefined ? "not evaluated yet" : "(answer not available)";
+    const h = model.get("header") || {};
+    if (h.scorer === "logprob" && (output === undefined || output === null)) {
+      diff.textContent = "Not regenerated: this run scores how much less likely the baseline answer" +
+        (h.target ? ` (its part ${JSON.stringify(h.target)})` : "") + " becomes without the span.";
+    } else if (output === undefined || output === null) {
+      diff.textContent = s === null || s === undefined ? "not evaluated yet" :
+        (h.method === "surrogate" ? "(a surrogate weight: no single answer without this span)" : "(answer not available)");
     } else {
       for (const [kind, words] of wordDiff(model.get("baseline"), output)) {
         diff.appendChild(el(kind === "same" ? "span" : kind === "add" ? "ins" : "del", `pa-diff-${kind}`, words));
@@ -211,6 +241,8 @@ function render({ model, el: root }) {
     state.scores = [...(model.get("scores") || [])];
     state.resolved = [...(model.get("resolved") || [])];
     state.evals = [...(model.get("evals") || [])];
+    state.stderr = [...(model.get("stderr") || [])];
+    state.significant = [...(model.get("significant") || [])];
     state.outputs = { ...(model.get("outputs") || {}) };
     applyDelta();
   }
@@ -222,6 +254,7 @@ function render({ model, el: root }) {
       state.scores[i] = s;
       state.resolved[i] = resolved;
       state.evals[i] = evalId;
+      state.significant[i] = null; // judged against the floor until the next estimate
     }
     for (const [id, text] of d.outputs || []) state.outputs[id] = text;
   }
@@ -260,6 +293,7 @@ function render({ model, el: root }) {
   const handlers = [
     ["change:spans", onSpans],
     ["change:scores", onCheckpoint],
+    ["change:significant", onCheckpoint],
     ["change:outputs", onCheckpoint],
     ["change:delta", onDelta],
     ["change:baseline", onBaseline],

@@ -6,7 +6,7 @@ heat-map of the prompt. See README.md.
 """
 
 from ._version import __version__
-from .api import attribute, attribute_async, list_runs, load_run
+from .api import attribute, attribute_async, list_runs, load_run, score_deletions
 from .config import AttributionConfig, Price
 from .errors import (
     BackendError,
@@ -44,5 +44,6 @@ __all__ = [
     "list_runs",
     "load_ipython_extension",
     "load_run",
+    "score_deletions",
     "segment",
 ]

@@ -1,4 +1,4 @@
-"""The public Python API: attribute, attribute_async, load_run, list_runs.
+"""The public Python API: attribute, attribute_async, score_deletions, load_run, list_runs.
 
 One driver feeds the engine's events to the run store and to any extra
 sinks (a progress printer, a widget). Interrupts and cancellation close the
@@ -18,6 +18,7 @@ from .cache import CallCache
 from .config import AttributionConfig, cache_dir
 from .config import runs_dir as resolve_runs_dir
 from .engine import run_events
+from .engine import score_deletions as _score_deletions
 from .errors import UsageError
 from .events import TERMINAL
 from .result import Attribution
@@ -77,6 +78,39 @@ async def attribute_async(
     return Attribution(store.record, folder)
 
 
+async def score_deletions_async(
+    prompt: str,
+    deletions: Sequence[Sequence[int]],
+    *,
+    model: str = "local",
+    base_url: str | None = None,
+    api_key: str | None = None,
+    backend: Backend | None = None,
+    **options,
+) -> list[float]:
+    """Score deleting each given set of spans together, against the baseline (no run saved).
+
+    Spans are those `segment(prompt, ...)` gives for the same options; the
+    scorer and target options work as in `attribute`.
+    """
+    config = AttributionConfig.build(model=model, base_url=base_url, **options)
+    own_backend = backend is None
+    backend = backend or resolve_backend(config, api_key=api_key)
+    cache = CallCache(cache_dir() if config.cache else None)
+    try:
+        scores, _ = await _score_deletions(prompt, [list(d) for d in deletions], config, backend, cache=cache)
+        return scores
+    finally:
+        cache.close()
+        if own_backend:
+            await backend.aclose()
+
+
+def score_deletions(prompt: str, deletions: Sequence[Sequence[int]], **kwargs) -> list[float]:
+    """Synchronous `score_deletions_async`."""
+    return _run_sync(score_deletions_async(prompt, deletions, **kwargs))
+
+
 def _tell(sinks: list[EventSink], events: list) -> None:
     """Pass closing events to the sinks; a failing sink must not hide the real error."""
     for event in events:
@@ -87,7 +121,10 @@ def _tell(sinks: list[EventSink], events: list) -> None:
 
 def attribute(prompt: str, **kwargs) -> Attribution:
     """Synchronous `attribute_async`; also works where an event loop already runs (Jupyter)."""
-    coro = attribute_async(prompt, **kwargs)
+    return _run_sync(attribute_async(prompt, **kwargs))
+
+
+def _run_sync(coro):
     try:
         asyncio.get_running_loop()
     except RuntimeError:

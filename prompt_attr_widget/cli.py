@@ -57,7 +57,21 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--system", help="a system message sent with every call")
     p.add_argument("--segment", choices=["heading", "paragraph", "sentence", "line", "tokens"], default=None, help="span level (default sentence)")
     p.add_argument("--window-tokens", type=int, help="tokens per span for --segment tokens (default 40)")
-    p.add_argument("--method", choices=["hierarchical", "loo"], default=None, help="hierarchical passes (default) or leave-one-out")
+    p.add_argument("--method", choices=["hierarchical", "loo", "surrogate"], default=None,
+                   help="hierarchical passes (default), leave-one-out, or a sparse linear surrogate on random masks")
+    p.add_argument("--masks", type=int, help="random masks for --method surrogate (default 32)")
+    p.add_argument("--keep-prob", type=float, help="chance each span is kept in a random mask (default 0.5)")
+    p.add_argument("--scorer", choices=["auto", "logprob", "embedding"], default=None,
+                   help="log-probability of the answer where the backend offers it (auto, default), else embedding distance")
+    p.add_argument("--target", help="explain only this part of the answer, e.g. --target Lyon")
+    p.add_argument("--target-range", metavar="START:END", help="explain characters START:END of the answer")
+    p.add_argument("--noise-repeats", type=int, help="baseline calls measuring the noise floor (default 3 remote, 1 local)")
+    p.add_argument("--min-effect", type=float, help="smallest score worth reporting, in the scorer's unit")
+    p.add_argument("--faithfulness", choices=["off", "cheap", "full"], default=None,
+                   help="checks of the attribution: cheap top-k deletion (default), full adds LDS on held-out masks")
+    p.add_argument("--logprob-template", choices=["chatml", "plain"], default=None,
+                   help="how an OpenAI-compatible server's completions endpoint sees the chat (default chatml)")
+    p.add_argument("--seed", type=int, help="seed of the model and of the random masks (default 42)")
     p.add_argument("--threshold", type=float, dest="refine_threshold", help="share of impact the refined groups must cover (default 0.85)")
     p.add_argument("--budget", type=float, help="maximum spend in USD; refuses or stops before passing it")
     p.add_argument("--price-in", type=float, help="USD per million input tokens (for models with no known price)")
@@ -76,13 +90,28 @@ def run_options(args: argparse.Namespace) -> dict:
     if args.price_in is not None or args.price_out is not None:
         price = Price(input=args.price_in or 0.0, output=args.price_out or 0.0)
     names = ("model", "base_url", "embed_model", "system", "segment", "window_tokens", "method", "refine_threshold",
-             "budget", "concurrency", "rpm", "max_tokens", "timeout", "runs_dir")
+             "budget", "concurrency", "rpm", "max_tokens", "timeout", "runs_dir", "masks", "keep_prob", "scorer",
+             "target", "noise_repeats", "min_effect", "faithfulness", "logprob_template", "seed")
     options = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    if args.target_range is not None:
+        if args.target is not None:
+            raise UsageError("give --target or --target-range, not both")
+        options["target"] = _character_range(args.target_range)
     if price:
         options["price"] = price
     if args.no_cache:
         options["cache"] = False
     return options
+
+
+def _character_range(text: str) -> tuple[int, int]:
+    start, sep, end = text.partition(":")
+    try:
+        if not sep:
+            raise ValueError
+        return int(start), int(end)
+    except ValueError:
+        raise UsageError(f"--target-range {text!r} must be START:END character offsets, e.g. 0:12") from None
 
 
 def read_prompt(path: str) -> str:

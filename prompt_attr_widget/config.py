@@ -15,7 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from .errors import UsageError
 
 SegmentLevel = Literal["auto", "heading", "paragraph", "sentence", "line", "tokens"]
-Method = Literal["hierarchical", "loo"]
+Method = Literal["hierarchical", "loo", "surrogate"]
+Scorer = Literal["auto", "logprob", "embedding"]
+Faithfulness = Literal["off", "cheap", "full"]
 
 DEFAULT_RUNS_DIR = "runs"
 
@@ -47,6 +49,15 @@ class AttributionConfig(BaseModel):
     window_tokens: int = Field(default=40, ge=1, le=10_000)
     spans: list[tuple[int, int]] | None = None
     method: Method = "hierarchical"
+    scorer: Scorer = "auto"
+    target: str | tuple[int, int] | None = None
+    masks: int = Field(default=32, ge=4, le=4096)
+    keep_prob: float = Field(default=0.5, gt=0, lt=1)
+    noise_repeats: int | None = Field(default=None, ge=1, le=20)
+    min_effect: float | None = Field(default=None, ge=0)
+    faithfulness: Faithfulness = "cheap"
+    heldout_masks: int = Field(default=16, ge=4, le=1024)
+    logprob_template: Literal["chatml", "plain"] = "chatml"
     group_fraction: float = Field(default=0.2, gt=0, le=1)
     refine_threshold: float = Field(default=0.85, gt=0, le=1)
     max_tokens: int = Field(default=128, ge=1, le=32_768)
@@ -68,6 +79,15 @@ class AttributionConfig(BaseModel):
         if not value.strip():
             raise ValueError("model must not be empty; use 'local' for the embedded model")
         return value.strip()
+
+    @field_validator("target")
+    @classmethod
+    def _target_usable(cls, value):
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("target must not be empty: give text the answer contains, or a range (start, end)")
+        if isinstance(value, tuple) and not 0 <= value[0] < value[1]:
+            raise ValueError(f"target range {value} must have 0 <= start < end")
+        return value
 
     @classmethod
     def build(cls, **options) -> AttributionConfig:

@@ -17,28 +17,41 @@ from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 
 from ._version import __version__
-from .backends.base import Backend, GenerationParams
+from .backends.base import Backend, GenerationParams, LogprobBackend
 from .backends.openai import public_url
 from .cache import CallCache
 from .config import AttributionConfig
 from .cost import Budget, call_cost, check_projection, messages_tokens
-from .errors import PromptAttrError
-from .estimate import attribute_spans
+from .errors import BackendError, PromptAttrError, UsageError
+from .estimate import estimate
 from .evaluate import BudgetExhausted, Embedded, Evaluator
 from .events import (
     BaselineDone,
     Estimate,
     Evaluated,
+    FaithfulnessMeasured,
+    NoiseMeasured,
     Progress,
     RunAborted,
     RunFailed,
     RunFinished,
     RunStarted,
 )
-from .plan import Group, leave_one_out, select_for_refinement, split, worst_case_groups
-from .schema import BackendRecord, Evaluation, RunRecord
-from .score import cosine, distance_score
+from .faithfulness import RANDOM_DRAWS, predicted, random_subsets, spearman, top_k
+from .noise import MIN_EFFECT, default_repeats, noise_floor
+from .plan import (
+    Group,
+    leave_one_out,
+    random_masks,
+    select_for_refinement,
+    split,
+    worst_case_groups,
+)
+from .schema import BackendRecord, Evaluation, Faithfulness, RunRecord
+from .score import UNITS, cosine, distance_score, resolve_target, target_lost
 from .segment import Span, render, segment
+
+LIVE_REFIT_EVERY = 8  # surrogate runs refit and send an estimate every this many masks
 
 
 def prompt_sha256(prompt: str, config: AttributionConfig, spans: list[Span]) -> str:
@@ -63,15 +76,22 @@ def messages_for(prompt_text: str, system: str | None) -> list[dict]:
 class _Run:
     """State of one run while its events stream."""
 
-    def __init__(self, prompt, config, backend, cache, run_id):
+    def __init__(self, prompt, config, backend, cache, run_id, scorer):
         self.prompt, self.config, self.backend, self.run_id = prompt, config, backend, run_id
+        self.scorer = scorer
         self.params = GenerationParams(config.max_tokens, config.temperature, config.seed)
         self.budget = Budget(config.budget)
         self.evaluator = Evaluator(
             backend, cache, self.budget, self.params, concurrency=config.concurrency, rpm=config.rpm
         )
+        self.repeats = config.noise_repeats or default_repeats(backend.info.backend)
         self.timings: dict[str, float] = {}
-        self.evaluated: dict[Group, Evaluation] = {}
+        self.evaluated: dict[tuple[int, ...], Evaluation] = {}  # attribution evaluations by deleted spans
+        self.checks: dict[tuple[int, ...], Evaluation] = {}  # faithfulness evaluations
+        self.evaluations = 0
+        self.noise = None
+        self.masks: list[tuple[int, ...]] | None = None
+        self.scores: list = []
         self.started = time.perf_counter()
         self.done = 0
         self.planned = 0
@@ -85,9 +105,7 @@ class _Run:
         self.spans = segment(self.prompt, c.segment, window_tokens=c.window_tokens, spans=c.spans)
         self._timed("segment_ms", t)
         t = time.perf_counter()
-        n = len(self.spans)
-        small = n <= 2 / c.group_fraction
-        worst = n if c.method == "loo" or small else worst_case_groups(n, self.spans, self.prompt, c.group_fraction)
+        worst = self.planned_evaluations()
         self._timed("plan_ms", t)
         info = self.backend.info
         record = RunRecord(
@@ -107,8 +125,29 @@ class _Run:
             ),
             spans=self.spans,
             projected_usd=self.projected_cost(worst),
+            scorer=self.scorer,
+            score_unit=UNITS[self.scorer],
         )
         return record, worst
+
+    def straight_to_loo(self) -> bool:
+        """With this few spans a coarse pass cannot save calls: leave-one-out it is."""
+        return self.config.method == "loo" or (
+            self.config.method == "hierarchical" and len(self.spans) <= 2 / self.config.group_fraction
+        )
+
+    def planned_evaluations(self) -> int:
+        """Evaluations this run may make at most: attribution, noise repeats and checks."""
+        c, n = self.config, len(self.spans)
+        if c.method == "surrogate":
+            attribution = c.masks
+        elif self.straight_to_loo():
+            attribution = n
+        else:
+            attribution = worst_case_groups(n, self.spans, self.prompt, c.group_fraction)
+        checks = 0 if c.faithfulness == "off" else 1 + RANDOM_DRAWS[c.faithfulness]
+        heldout = c.heldout_masks if c.faithfulness == "full" else 0
+        return attribution + self.repeats - 1 + checks + heldout
 
     def projected_cost(self, evaluations: int) -> float | None:
         """Upper-bound spend: every planned call at full prompt length and max_tokens."""
@@ -118,54 +157,84 @@ class _Run:
         embed = call_cost(info.embed_price, self.config.max_tokens)
         if chat is None or embed is None:
             return None
-        return (evaluations + 1) * (chat + embed)
+        # + the baseline, and its scoring call under the log-probability scorer
+        return (evaluations + 1 + (self.scorer == "logprob")) * (chat + embed)
 
-    async def baseline(self):
+    def messages(self, dropped: tuple[int, ...]) -> list[dict]:
+        keep = [True] * len(self.spans)
+        for i in dropped:
+            keep[i] = False
+        return messages_for(render(self.prompt, self.spans, keep), self.config.system)
+
+    async def baseline(self) -> BaselineDone:
         t = time.perf_counter()
-        self.base_call = await self.evaluator.complete(messages_for(self.prompt, self.config.system))
-        self.base_vec: Embedded = await self.evaluator.embed(self.base_call.output)
-        self.base_call.embed_tokens = self.base_vec.tokens
-        if self.base_vec.cost_usd and self.base_call.cost_usd is not None:
-            self.base_call.cost_usd += self.base_vec.cost_usd
+        self.base_call = await self.evaluator.complete(self.messages(()))
+        answer = self.base_call.output
+        self.target = resolve_target(answer, self.config.target)
+        self.answer_range = (self.target.start, self.target.end) if self.target else (0, len(answer))
+        if self.scorer == "logprob":
+            call, scored = await self.evaluator.logprob(self.messages(()), answer)
+            self.base_value = scored.mean_over(*self.answer_range)
+            if self.base_value is None:
+                raise UsageError(
+                    "the baseline answer is empty, so the log-probability scorer has nothing to score: "
+                    "check the prompt and --max-tokens, or use --scorer embedding"
+                )
+            self._add_cost(self.base_call, call.cost_usd)
+        elif self.scorer == "embedding":
+            self.base_vec: Embedded = await self.evaluator.embed(answer)
+            self.base_call.embed_tokens = self.base_vec.tokens
+            self._add_cost(self.base_call, self.base_vec.cost_usd)
         self._timed("baseline_ms", t)
-        return self.base_call
+        return BaselineDone(baseline=self.base_call, target=self.target)
 
-    async def evaluate(self, group: Group, round_: int) -> tuple[Group, Evaluation]:
-        keep = group.keep_mask(len(self.spans))
-        text = render(self.prompt, self.spans, keep)
-        call = await self.evaluator.complete(messages_for(text, self.config.system))
-        if call.output == self.base_call.output:
-            cos, embed = 1.0, None  # identical answer: distance 0, no embedding needed
+    @staticmethod
+    def _add_cost(call, cost: float | None) -> None:
+        if call.cost_usd is not None:
+            call.cost_usd = None if cost is None else call.cost_usd + cost
+
+    async def measure(self, dropped: tuple[int, ...], purpose: str, round_: int, repeat: int = 0) -> Evaluation:
+        """Score the prompt with these spans deleted against the baseline."""
+        messages = self.messages(dropped)
+        extra: dict = {}
+        if self.scorer == "logprob":
+            call, scored = await self.evaluator.logprob(messages, self.base_call.output, repeat=repeat)
+            value = scored.mean_over(*self.answer_range)
+            if value is None:
+                raise BackendError("the server returned no log-probabilities for the answer's tokens")
+            score, extra["target_logprob"] = self.base_value - value, value
         else:
-            embed = await self.evaluator.embed(call.output)
-            cos = cosine(self.base_vec.vector, embed.vector)
-        cost = call.cost_usd
-        if embed is not None:
-            cost = None if cost is None or embed.cost_usd is None else cost + embed.cost_usd
-        return group, Evaluation(
-            **call.model_dump(exclude={"cost_usd", "embed_tokens"}),
-            cost_usd=cost,
-            embed_tokens=embed.tokens if embed else 0,
-            id=-1,  # numbered in order of arrival by run_pass
+            call = await self.evaluator.complete(messages, repeat=repeat)
+            if self.scorer == "target_overlap":
+                score = target_lost(self.target.text, call.output)
+            elif call.output == self.base_call.output:
+                score, extra["cosine"] = 0.0, 1.0  # identical answer: distance 0, no embedding needed
+            else:
+                embed = await self.evaluator.embed(call.output)
+                extra["cosine"] = cosine(self.base_vec.vector, embed.vector)
+                score = distance_score(extra["cosine"])
+                call.embed_tokens = embed.tokens
+                self._add_cost(call, embed.cost_usd)
+        return Evaluation(
+            **call.model_dump(),
+            id=-1,  # numbered in order of arrival by _stream
             round=round_,
-            dropped=list(group.dropped),
-            score=distance_score(cos),
-            cosine=cos,
+            dropped=list(dropped),
+            score=score,
+            purpose=purpose,
+            **extra,
         )
 
-    async def run_pass(self, groups: list[Group], round_: int) -> AsyncIterator:
-        """Evaluate groups concurrently, yielding events as results arrive."""
-        todo = [g for g in groups if g not in self.evaluated]
-        self.planned = self.done + len(todo)
+    async def _stream(self, jobs: list) -> AsyncIterator:
+        """Run measurements concurrently, yielding events as results arrive."""
+        self.planned = self.done + len(jobs)
         t = time.perf_counter()
-        # Ordered by keep-mask so consecutive calls share long prompt prefixes
-        # (llama.cpp reuses the KV cache of the common prefix).
-        tasks = [asyncio.ensure_future(self.evaluate(g, round_)) for g in sorted(todo, key=lambda g: -g.start)]
+        tasks = [asyncio.ensure_future(job) for job in jobs]
         try:
             for next_done in asyncio.as_completed(tasks):
-                group, ev = await next_done
-                ev.id = len(self.evaluated)
-                self.evaluated[group] = ev
+                ev = await next_done
+                ev.id = self.evaluations
+                self.evaluations += 1
                 self.done += 1
                 yield Evaluated(evaluation=ev)
                 yield self.progress()
@@ -173,6 +242,32 @@ class _Run:
             for task in tasks:
                 task.cancel()
             self._timed("evaluate_ms", t)
+
+    async def run_pass(self, masks: list[tuple[int, ...]], round_: int, purpose: str = "attribution") -> AsyncIterator:
+        """Evaluate masks not evaluated yet, concurrently."""
+        store = self.evaluated if purpose == "attribution" else self.checks
+        todo = [m for m in dict.fromkeys(masks) if m not in self.evaluated and m not in self.checks]
+        # Ordered by keep-mask so consecutive calls share long prompt prefixes
+        # (llama.cpp reuses the KV cache of the common prefix).
+        # (descending by deleted spans, a shorter mask first on a tie = longest kept prefix first)
+        end = len(self.spans)
+        todo.sort(key=lambda m: (*m, end), reverse=True)
+        async for event in self._stream([self.measure(m, purpose, round_) for m in todo]):
+            if isinstance(event, Evaluated):
+                store[tuple(event.evaluation.dropped)] = event.evaluation
+            yield event
+
+    async def measure_noise(self) -> AsyncIterator:
+        """Ask for the baseline again `repeats - 1` times; their scores are the noise."""
+        jobs = [self.measure((), "noise", -1, repeat=r) for r in range(1, self.repeats)]
+        samples = []
+        async for event in self._stream(jobs):
+            if isinstance(event, Evaluated):
+                samples.append(event.evaluation.score)
+            yield event
+        min_effect = self.config.min_effect if self.config.min_effect is not None else MIN_EFFECT[self.scorer]
+        self.noise = noise_floor(samples, self.repeats, min_effect)
+        yield NoiseMeasured(noise=self.noise)
 
     def progress(self) -> Progress:
         elapsed = time.perf_counter() - self.started
@@ -190,29 +285,83 @@ class _Run:
         )
 
     def estimate(self, round_: int) -> Estimate:
-        return Estimate(round=round_, attribution=attribute_spans(len(self.spans), self.evaluated))
+        c = self.config
+        self.scores, fit = estimate(
+            c.method, len(self.spans), list(self.evaluated.values()), self.noise,
+            masks=self.masks, keep_prob=c.keep_prob, seed=c.seed,
+        )
+        return Estimate(round=round_, attribution=self.scores, surrogate=fit)
 
     async def passes(self) -> AsyncIterator:
-        n = len(self.spans)
-        if self.config.method == "loo" or n <= 2 / self.config.group_fraction:
-            # With this few spans a coarse pass cannot save calls: go straight to LOO.
-            async for event in self.run_pass(leave_one_out(n), 0):
+        n, c = len(self.spans), self.config
+        if c.method == "surrogate":
+            self.masks = random_masks(n, c.masks, c.keep_prob, c.seed)
+            async for event in self.run_pass(self.masks, 0):
+                yield event
+                if isinstance(event, Evaluated) and len(self.evaluated) % LIVE_REFIT_EVERY == 0:
+                    yield self.estimate(0)  # the heat-map fills in while masks arrive
+            yield self.estimate(0)
+            return
+        if self.straight_to_loo():
+            async for event in self.run_pass([g.dropped for g in leave_one_out(n)], 0):
                 yield event
             yield self.estimate(0)
             return
         frontier, round_ = [Group(0, n)], 0
         while frontier:
-            groups = [part for g in frontier for part in split(g, self.spans, self.prompt, self.config.group_fraction)]
-            async for event in self.run_pass(groups, round_):
+            groups = [part for g in frontier for part in split(g, self.spans, self.prompt, c.group_fraction)]
+            async for event in self.run_pass([g.dropped for g in groups], round_):
                 yield event
             yield self.estimate(round_)
-            impacts = {g: self.evaluated[g].score for g in groups}
-            frontier = select_for_refinement(impacts, self.config.refine_threshold)
+            impacts = {g: self.evaluated[g.dropped].score for g in groups}
+            frontier = select_for_refinement(impacts, c.refine_threshold)
             round_ += 1
+
+    async def check_faithfulness(self) -> AsyncIterator:
+        """Top-k deletion against random deletions; LDS on held-out masks when asked."""
+        c, n = self.config, len(self.spans)
+        if c.faithfulness == "off" or not self.scores:
+            return
+        top = tuple(top_k(self.scores, n))
+        randoms = random_subsets(n, len(top), RANDOM_DRAWS[c.faithfulness], c.seed + 2)
+        heldout = random_masks(n, c.heldout_masks, c.keep_prob, c.seed + 3) if c.faithfulness == "full" else []
+        async for event in self.run_pass([top, *randoms], -1, "faithfulness"):
+            yield event
+        async for event in self.run_pass(heldout, -1, "heldout"):
+            yield event
+        found = {**self.checks, **self.evaluated}
+        lds = None
+        if heldout:
+            by_span = {s.index: s.score for s in self.scores}
+            lds = spearman(predicted(heldout, by_span), [found[m].score for m in heldout])
+        yield FaithfulnessMeasured(
+            faithfulness=Faithfulness(
+                k=len(top),
+                top_k=list(top),
+                top_k_score=found[top].score,
+                random_scores=[found[m].score for m in randoms],
+                lds=lds,
+                heldout=len(heldout),
+            )
+        )
 
     def total_timings(self) -> dict[str, float]:
         self.timings["total_ms"] = round((time.perf_counter() - self.started) * 1000, 3)
         return dict(self.timings)
+
+
+async def choose_scorer(config: AttributionConfig, backend: Backend) -> str:
+    """The scorer a run uses: log-probabilities where the backend offers them (see score.py)."""
+    can = isinstance(backend, LogprobBackend) and await backend.supports_logprob()
+    if config.scorer == "logprob" and not can:
+        info = backend.info
+        raise UsageError(
+            f"{info.model} ({info.backend}) cannot score a given answer's log-probability: "
+            "use --scorer embedding, or auto to pick what the backend offers"
+        )
+    if config.scorer == "logprob" or (config.scorer == "auto" and can):
+        return "logprob"
+    return "target_overlap" if config.target is not None else "embedding"
 
 
 async def run_events(
@@ -229,14 +378,15 @@ async def run_events(
     projection over budget) raise; once RunStarted is out, every ending is
     an event.
     """
-    run = _Run(prompt, config, backend, cache, run_id)
+    run = _Run(prompt, config, backend, cache, run_id, await choose_scorer(config, backend))
     record, worst = run.header()
     check_projection(record.projected_usd, config.budget, config.model)
     yield RunStarted(record=record, planned=worst)
     try:
-        yield BaselineDone(baseline=await run.baseline())
-        async for event in run.passes():
-            yield event
+        yield await run.baseline()
+        for stage in (run.measure_noise, run.passes, run.check_faithfulness):
+            async for event in stage():
+                yield event
     except BudgetExhausted as exc:
         if run.evaluated:  # the attribution of what was paid for, not an empty heat-map
             yield run.estimate(max(ev.round for ev in run.evaluated.values()))
@@ -246,3 +396,27 @@ async def run_events(
         yield RunFailed(error=str(exc), spend=run.evaluator.spend_snapshot(), timings_ms=run.total_timings())
         return
     yield RunFinished(spend=run.evaluator.spend_snapshot(), timings_ms=run.total_timings())
+
+
+async def score_deletions(
+    prompt: str,
+    deletions: list[list[int]],
+    config: AttributionConfig,
+    backend: Backend,
+    *,
+    cache: CallCache,
+) -> tuple[list[float], str]:
+    """Scores of chosen deletions (sets of span indices) against the baseline, and the scorer.
+
+    The same scoring as a run, without a run: for what-if questions ("what
+    if I delete these two sentences together?") and for benchmarks.
+    """
+    run = _Run(prompt, config, backend, cache, "what-if", await choose_scorer(config, backend))
+    run.header()
+    n = len(run.spans)
+    for d in deletions:
+        if any(not 0 <= i < n for i in d):
+            raise UsageError(f"deletion {list(d)} names spans outside 0..{n - 1}")
+    await run.baseline()
+    evaluations = await asyncio.gather(*(run.measure(tuple(sorted(set(d))), "attribution", 0) for d in deletions))
+    return [e.score for e in evaluations], run.scorer

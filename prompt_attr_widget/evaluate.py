@@ -10,12 +10,13 @@ reservation), then the backend (whose SDK retries 429/5xx).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from dataclasses import dataclass
 
 from aiolimiter import AsyncLimiter
 
-from .backends.base import Backend, Completion, GenerationParams
+from .backends.base import Backend, Completion, GenerationParams, TokenLogprobs
 from .cache import CallCache, cache_key
 from .cost import Budget, bound_tokens, call_cost, messages_tokens, usd
 from .errors import PromptAttrError
@@ -58,9 +59,14 @@ class Evaluator:
         self._holding = 0  # calls started and not yet settled
         self._settled = asyncio.Event()
 
-    async def complete(self, messages: list[dict]) -> Call:
-        """A chat completion for these messages (cached, limited, budgeted)."""
-        key = cache_key("chat", self.info, {"messages": messages, "params": self.params.as_dict()})
+    async def complete(self, messages: list[dict], *, repeat: int = 0) -> Call:
+        """A chat completion for these messages (cached, limited, budgeted).
+
+        `repeat` > 0 asks again for the same messages under its own cache
+        key: the noise floor's repeated baselines must reach the model.
+        """
+        payload = {"messages": messages, "params": self.params.as_dict()}
+        key = cache_key("chat", self.info, {**payload, "repeat": repeat} if repeat else payload)
         start = time.perf_counter()
         hit = self.cache.get(key)
         if hit is not None:
@@ -84,6 +90,27 @@ class Evaluator:
         }
         self.cache.set(key, record)
         return Call(**record, cost_usd=cost, elapsed_ms=_ms(start))
+
+    async def logprob(self, messages: list[dict], continuation: str, *, repeat: int = 0) -> tuple[Call, TokenLogprobs]:
+        """Teacher-forced log-probabilities of `continuation` (cached, limited, budgeted)."""
+        payload = {"messages": messages, "continuation": continuation}
+        key = cache_key("logprob", self.info, {**payload, "repeat": repeat} if repeat else payload)
+        start = time.perf_counter()
+        hit = self.cache.get(key)
+        if hit is not None:
+            self.spend.cache_hits += 1
+            scored = TokenLogprobs(**hit)
+            return Call(output=None, prompt_tokens=scored.prompt_tokens, cost_usd=0.0, cache_hit=True, elapsed_ms=_ms(start)), scored
+        price = self.info.price
+        bound = messages_tokens(messages, bound=True) + bound_tokens(continuation) + 1
+        worst = call_cost(price, bound, 1)
+        scored: TokenLogprobs = await self._paid(worst, self.backend.logprob, messages, continuation)
+        prompt_tokens = scored.prompt_tokens or bound
+        cost = call_cost(price, prompt_tokens, 1)
+        self._settle(worst, cost)
+        self.spend.prompt_tokens += prompt_tokens
+        self.cache.set(key, dataclasses.asdict(scored))
+        return Call(output=None, prompt_tokens=prompt_tokens, cost_usd=cost, elapsed_ms=_ms(start)), scored
 
     async def embed(self, text: str) -> Embedded:
         """The embedding of one answer (cached, limited, budgeted)."""

@@ -10,7 +10,17 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, TypeAdapter
 
-from .schema import Call, Evaluation, RunRecord, SpanScore, Spend
+from .schema import (
+    Call,
+    Evaluation,
+    Faithfulness,
+    NoiseFloor,
+    RunRecord,
+    SpanScore,
+    Spend,
+    SurrogateFit,
+    Target,
+)
 
 
 class RunStarted(BaseModel):
@@ -22,6 +32,17 @@ class RunStarted(BaseModel):
 class BaselineDone(BaseModel):
     type: Literal["baseline"] = "baseline"
     baseline: Call
+    target: Target | None = None  # resolved against the baseline answer
+
+
+class NoiseMeasured(BaseModel):
+    type: Literal["noise"] = "noise"
+    noise: NoiseFloor
+
+
+class FaithfulnessMeasured(BaseModel):
+    type: Literal["faithfulness"] = "faithfulness"
+    faithfulness: Faithfulness
 
 
 class Evaluated(BaseModel):
@@ -33,6 +54,7 @@ class Estimate(BaseModel):
     type: Literal["estimate"] = "estimate"
     round: int
     attribution: list[SpanScore]
+    surrogate: SurrogateFit | None = None
 
 
 class Progress(BaseModel):
@@ -67,7 +89,16 @@ class RunFailed(BaseModel):
 
 
 Event = Annotated[
-    RunStarted | BaselineDone | Evaluated | Estimate | Progress | RunFinished | RunAborted | RunFailed,
+    RunStarted
+    | BaselineDone
+    | NoiseMeasured
+    | Evaluated
+    | Estimate
+    | FaithfulnessMeasured
+    | Progress
+    | RunFinished
+    | RunAborted
+    | RunFailed,
     Field(discriminator="type"),
 ]
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)

@@ -41,6 +41,20 @@ class Group:
         return [not (self.start <= i < self.end) for i in range(n_spans)]
 
 
+def random_masks(n_spans: int, count: int, keep_prob: float, seed: int) -> list[tuple[int, ...]]:
+    """`count` seeded random masks, as the spans each deletes.
+
+    Every span is kept with probability `keep_prob`, independently. Rows are
+    drawn in order from one generator, so the first 16 masks of a 64-mask
+    run are the 16 masks of a 16-mask run with the same seed (and come from
+    the cache).
+    """
+    import numpy as np
+
+    keep = np.random.default_rng(seed).random((count, n_spans)) < keep_prob
+    return [tuple(np.flatnonzero(~row).tolist()) for row in keep]
+
+
 def leave_one_out(n_spans: int) -> list[Group]:
     return [Group(i, i + 1) for i in range(n_spans)]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .render import heatmap_html
+from .render import heatmap_html, run_notes
 from .runs import dump_json
 from .schema import RunRecord
 
@@ -22,7 +22,9 @@ class SpanResult:
     text: str
     score: float | None  # None: never measured (the run stopped first)
     resolved: bool
-    ablated_output: str | None
+    ablated_output: str | None  # None also under the log-probability scorer (nothing regenerated)
+    stderr: float | None = None  # surrogate runs: bootstrap standard error of the score
+    significant: bool | None = None  # above the noise floor (None: not assessed)
 
 
 class Attribution:
@@ -44,6 +46,8 @@ class Attribution:
                     score=s.score if s else None,
                     resolved=s.resolved if s else False,
                     ablated_output=ev.output if ev else None,
+                    stderr=s.stderr if s else None,
+                    significant=s.significant if s else None,
                 )
             )
         self.spans: list[SpanResult] = spans
@@ -59,6 +63,26 @@ class Attribution:
     @property
     def baseline(self) -> str | None:
         return self.record.baseline.output if self.record.baseline else None
+
+    @property
+    def method(self) -> str:
+        return self.record.config.get("method", "hierarchical")
+
+    @property
+    def scorer(self) -> str:
+        return self.record.scorer
+
+    @property
+    def noise_floor(self) -> float | None:
+        return self.record.noise.floor if self.record.noise else None
+
+    def significant(self) -> list[SpanResult]:
+        """The spans whose score rose above the noise floor, highest first."""
+        return [s for s in self.top(len(self.spans)) if s.significant]
+
+    def notes(self) -> list[str]:
+        """How the run measured and how sure it is (estimator, unit, noise floor, checks)."""
+        return run_notes(self.record)
 
     @property
     def spend_usd(self) -> float | None:
@@ -92,6 +116,8 @@ class Attribution:
     def __repr__(self) -> str:
         top = self.top(1)
         best = f", top span {top[0].index} ({top[0].score:.3f})" if top and top[0].score > 0 else ""
+        if top and top[0].significant is False:
+            best += " below the noise floor"
         return (
             f"<Attribution {self.run_id} {self.status}: {len(self.spans)} spans, "
             f"{len(self.record.evaluations)} evaluations, model {self.record.backend.model}{best}>"

@@ -22,19 +22,21 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from .errors import PromptAttrError, RunNotFound, UsageError
-from .estimate import attribute_spans
+from .estimate import estimate
 from .events import (
     EVENT_ADAPTER,
     BaselineDone,
     Estimate,
     Evaluated,
+    FaithfulnessMeasured,
+    NoiseMeasured,
     Progress,
     RunAborted,
     RunFailed,
     RunFinished,
     RunStarted,
 )
-from .plan import Group
+from .plan import random_masks
 from .schema import RunRecord, Spend
 
 RUN_ID = re.compile(r"^\d{8}T\d{9}Z-[0-9a-f]{8}\Z")
@@ -74,11 +76,15 @@ def apply_event(record: RunRecord | None, event) -> RunRecord | None:
     if record is None:
         return None
     if isinstance(event, BaselineDone):
-        record.baseline = event.baseline
+        record.baseline, record.target = event.baseline, event.target
+    elif isinstance(event, NoiseMeasured):
+        record.noise = event.noise
     elif isinstance(event, Evaluated):
         record.evaluations.append(event.evaluation)
     elif isinstance(event, Estimate):
-        record.attribution = event.attribution
+        record.attribution, record.surrogate = event.attribution, event.surrogate
+    elif isinstance(event, FaithfulnessMeasured):
+        record.faithfulness = event.faithfulness
     elif isinstance(event, (RunFinished, RunAborted, RunFailed)):
         record.status = {RunFinished: "finished", RunAborted: "aborted", RunFailed: "failed"}[type(event)]
         record.reason = getattr(event, "reason", None) or getattr(event, "error", None)
@@ -86,6 +92,19 @@ def apply_event(record: RunRecord | None, event) -> RunRecord | None:
         record.timings_ms = event.timings_ms
         record.finished_at = _now()
     return record
+
+
+def estimate_record(record: RunRecord) -> Estimate:
+    """The estimate of a stored run's attribution evaluations (for runs stopped mid-pass)."""
+    c = record.config
+    method, n = c.get("method", "hierarchical"), len(record.spans)
+    masks = random_masks(n, c["masks"], c["keep_prob"], c["seed"]) if method == "surrogate" else None
+    scores, fit = estimate(
+        method, n, record.evaluations, record.noise, masks=masks,
+        keep_prob=c.get("keep_prob", 0.5), seed=c.get("seed", 42),
+    )
+    rounds = [e.round for e in record.evaluations if e.purpose == "attribution"]
+    return Estimate(round=max(rounds, default=0), attribution=scores, surrogate=fit)
 
 
 def tally_spend(record: RunRecord) -> Spend:
@@ -138,10 +157,8 @@ class RunWriter:
         if self.record is None or self.record.status != "running" or self._events is None:
             return []  # never started, already closed, or its folder could not be made
         events = []
-        if self.record.evaluations:
-            evaluated = {Group(min(e.dropped), max(e.dropped) + 1): e for e in self.record.evaluations}
-            last_round = max(e.round for e in self.record.evaluations)
-            events.append(Estimate(round=last_round, attribution=attribute_spans(len(self.record.spans), evaluated)))
+        if any(e.purpose == "attribution" for e in self.record.evaluations):
+            events.append(estimate_record(self.record))
         spend = tally_spend(self.record)
         events.append(RunAborted(reason=reason, spend=spend) if status == "aborted" else RunFailed(error=reason, spend=spend))
         for event in events:

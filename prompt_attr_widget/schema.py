@@ -13,14 +13,20 @@ from pydantic import BaseModel, Field
 
 from .segment import Span
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2 added scorer, target, noise floor, surrogate and faithfulness; 1 still loads
 Status = Literal["running", "finished", "aborted", "failed"]
+# What an evaluation was for: only "attribution" evaluations feed the estimate.
+Purpose = Literal["attribution", "noise", "faithfulness", "heldout"]
 
 
 class Call(BaseModel):
-    """One model answer (baseline or ablated) with what it cost."""
+    """One model answer (baseline or ablated) with what it cost.
 
-    output: str
+    `output` is None when nothing was generated: the log-probability scorer
+    only re-scores the baseline answer under the ablated prompt.
+    """
+
+    output: str | None
     prompt_tokens: int = 0
     completion_tokens: int = 0
     embed_tokens: int = 0
@@ -39,6 +45,16 @@ class Evaluation(Call):
     dropped: list[int]
     score: float
     cosine: float | None = None
+    target_logprob: float | None = None  # mean log-prob per target token (logprob scorer)
+    purpose: Purpose = "attribution"
+
+
+class Target(BaseModel):
+    """The part of the baseline answer being explained: [start, end) of its characters."""
+
+    text: str
+    start: int
+    end: int
 
 
 class SpanScore(BaseModel):
@@ -49,6 +65,39 @@ class SpanScore(BaseModel):
     resolved: bool = True  # False: inherited from an unrefined group (equal share)
     group: tuple[int, int]
     evaluation: int | None = None
+    stderr: float | None = None  # the surrogate's bootstrap standard error
+    significant: bool | None = None  # above the noise floor (None: not assessed)
+
+
+class NoiseFloor(BaseModel):
+    """How far the score moves when nothing is deleted: below this, a score is noise."""
+
+    repeats: int  # baseline calls in all (1: a deterministic backend, nothing to repeat)
+    samples: list[float] = Field(default_factory=list)  # scores of the repeated baselines
+    min_effect: float  # smallest effect worth reporting, in the scorer's unit
+    floor: float  # max(samples, min_effect)
+
+
+class SurrogateFit(BaseModel):
+    """The sparse linear model fitted to random keep-masks."""
+
+    masks: int  # evaluated masks (distinct)
+    keep_prob: float
+    alpha: float  # LASSO penalty used
+    intercept: float
+    r2: float | None  # in-sample fit; low means the spans do not act additively
+    bootstrap: int
+
+
+class Faithfulness(BaseModel):
+    """Does deleting the top spans matter more than deleting random ones?"""
+
+    k: int
+    top_k: list[int]
+    top_k_score: float | None = None
+    random_scores: list[float] = Field(default_factory=list)
+    lds: float | None = None  # Spearman of predicted vs actual scores on held-out masks
+    heldout: int = 0
 
 
 class Spend(BaseModel):
@@ -83,6 +132,12 @@ class RunRecord(BaseModel):
     backend: BackendRecord
     spans: list[Span]
     projected_usd: float | None = None
+    scorer: str = "embedding"
+    score_unit: str = "embedding distance (0-1)"
+    target: Target | None = None
+    noise: NoiseFloor | None = None
+    surrogate: SurrogateFit | None = None
+    faithfulness: Faithfulness | None = None
     baseline: Call | None = None
     evaluations: list[Evaluation] = Field(default_factory=list)
     attribution: list[SpanScore] = Field(default_factory=list)

@@ -1,16 +1,35 @@
-"""Score: how far an ablated output moved from the baseline output.
+"""Score: how far an ablated answer moved from the baseline answer.
 
-Embedding cosine distance, normalised to 0–1 as `clip(1 − cos, 0, 1)`:
-0 means the same meaning (an identical answer scores exactly 0 without an
-embedding call), 1 means unrelated or opposite (negative cosines saturate at
-1). The raw cosine is stored next to the score so nothing is hidden.
+Three scorers, one per kind of backend access, each recorded with its unit:
+
+* `logprob` (where the backend can score a given answer): the drop in the
+  teacher-forced log-probability of the baseline answer, or of the target
+  part of it, in nats per token, `mean lp(baseline prompt) - mean lp(ablated
+  prompt)`. Nothing is generated; the most faithful and the cheapest.
+* `embedding`: normalised embedding distance `clip(1 - cos, 0, 1)` between
+  the ablated and the baseline answer: 0 means the same meaning (an
+  identical answer scores exactly 0 without an embedding call), 1 unrelated.
+* `target_overlap` (black-box APIs with a target): the share of the target's
+  words that no longer appear, in order, in the ablated answer. 0 means the
+  target survives intact, 1 that none of it does.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import numpy as np
+
+from .errors import UsageError
+from .schema import Target
+
+UNITS = {
+    "logprob": "log-prob drop (nats/token)",
+    "embedding": "embedding distance (0-1)",
+    "target_overlap": "share of target lost (0-1)",
+}
+_WORD = re.compile(r"\w+")
 
 
 def cosine(a: Sequence[float], b: Sequence[float]) -> float:
@@ -26,3 +45,49 @@ def cosine(a: Sequence[float], b: Sequence[float]) -> float:
 def distance_score(cos: float) -> float:
     """Normalised embedding distance in [0, 1]."""
     return float(min(1.0, max(0.0, 1.0 - cos)))
+
+
+def resolve_target(answer: str, target: str | tuple[int, int] | None) -> Target | None:
+    """Find the target in the baseline answer: text (first occurrence) or a character range."""
+    if target is None:
+        return None
+    if isinstance(target, str):
+        at = answer.find(target)
+        if at < 0:
+            at = answer.casefold().find(target.casefold()) if len(answer.casefold()) == len(answer) else -1
+        if at < 0:
+            shown = " ".join(answer.split())
+            shown = shown if len(shown) <= 160 else shown[:159] + "…"
+            raise UsageError(
+                f"target {target!r} does not occur in the baseline answer {shown!r}: give text the "
+                "answer contains, or a character range start:end of it"
+            )
+        return Target(text=answer[at : at + len(target)], start=at, end=at + len(target))
+    start, end = target
+    if end > len(answer):
+        raise UsageError(
+            f"target range {start}:{end} is outside the baseline answer ({len(answer)} characters)"
+        )
+    return Target(text=answer[start:end], start=start, end=end)
+
+
+def target_lost(target: str, output: str) -> float:
+    """Share of the target's words missing from the output (longest common subsequence).
+
+    Words are case-folded `\\w+` runs; a target without any word is compared
+    character by character.
+    """
+    want = [w.casefold() for w in _WORD.findall(target)] or list(target)
+    have = [w.casefold() for w in _WORD.findall(output)] if _WORD.search(target) else list(output)
+    if not want:
+        return 0.0
+    return 1.0 - _lcs_length(want, have) / len(want)
+
+
+def _lcs_length(a: list[str], b: list[str]) -> int:
+    row = [0] * (len(b) + 1)
+    for x in a:
+        prev_diag = 0
+        for j, y in enumerate(b, 1):
+            prev_diag, row[j] = row[j], prev_diag + 1 if x == y else max(row[j], row[j - 1])
+    return row[-1]

@@ -22,8 +22,19 @@ from pathlib import Path
 import anywidget
 import traitlets as t
 
-from .events import Estimate, Evaluated, Progress, RunAborted, RunFailed, RunFinished, RunStarted
-from .render import heatmap_html
+from .events import (
+    BaselineDone,
+    Estimate,
+    Evaluated,
+    FaithfulnessMeasured,
+    NoiseMeasured,
+    Progress,
+    RunAborted,
+    RunFailed,
+    RunFinished,
+    RunStarted,
+)
+from .render import heatmap_html, run_notes
 from .result import Attribution
 from .runs import apply_event
 from .schema import RunRecord
@@ -50,6 +61,8 @@ class AttributionWidget(anywidget.AnyWidget):
     scores = t.List().tag(sync=True)
     resolved = t.List().tag(sync=True)
     evals = t.List().tag(sync=True)
+    stderr = t.List().tag(sync=True)
+    significant = t.List().tag(sync=True)
     outputs = t.Dict().tag(sync=True)
     delta = t.Dict().tag(sync=True)
     progress = t.Dict().tag(sync=True)
@@ -67,6 +80,7 @@ class AttributionWidget(anywidget.AnyWidget):
         self._seq = 0
         self._task: asyncio.Task | None = None
         self._group_size: list[int] = []
+        self._header_dirty = False
         if record is not None:
             self._load(record)
 
@@ -101,6 +115,8 @@ class AttributionWidget(anywidget.AnyWidget):
                 return
             if isinstance(event, Evaluated):
                 self._note_evaluation(event)
+            if isinstance(event, (BaselineDone, NoiseMeasured, Estimate, FaithfulnessMeasured)):
+                self._header_dirty = True  # the floor, the target, the notes: sent with the next flush
             terminal = isinstance(event, (RunFinished, RunAborted, RunFailed))
             if isinstance(event, Estimate) or terminal or time.monotonic() - self._last_flush >= FLUSH_INTERVAL_S:
                 self._flush(checkpoint=isinstance(event, Estimate) or terminal, final=terminal)
@@ -108,6 +124,8 @@ class AttributionWidget(anywidget.AnyWidget):
     def _note_evaluation(self, event: Evaluated) -> None:
         ev = event.evaluation
         self._pending_outputs.append([ev.id, ev.output])
+        if ev.purpose != "attribution" or self.record.config.get("method") == "surrogate":
+            return  # one random mask says nothing about one span: wait for the next fit
         size = len(ev.dropped)
         for i in ev.dropped:  # the smallest group measured so far speaks for a span
             if size < self._group_size[i]:
@@ -127,7 +145,7 @@ class AttributionWidget(anywidget.AnyWidget):
             else:
                 self._send_delta(list(self._pending_scores.values()), self._pending_outputs)
             self._pending_scores, self._pending_outputs = {}, []
-            if final:
+            if final or self._header_dirty:
                 self._send_header()
                 self.progress = _final_progress(self.record, self._pending_progress)
             elif self._pending_progress is not None:
@@ -142,26 +160,30 @@ class AttributionWidget(anywidget.AnyWidget):
     def _send_checkpoint(self, *, with_outputs: bool) -> None:
         r = self.record
         by_index = {s.index: s for s in r.attribution}
-        rows = []  # (score, resolved, evaluation id) per span
+        rows = []  # (score, resolved, evaluation id, stderr, significant) per span
         for i in range(len(r.spans)):
             if i in by_index:
                 s = by_index[i]
-                rows.append((round(s.score, 6), s.resolved, s.evaluation))
+                err = None if s.stderr is None else round(s.stderr, 6)
+                rows.append((round(s.score, 6), s.resolved, s.evaluation, err, s.significant))
             elif i in self._live_scores:
                 # not in the run's estimate yet (stopped before its first one):
                 # keep the live score the view already showed
                 _, score, resolved, eval_id = self._live_scores[i]
-                rows.append((round(score, 6), resolved, eval_id))
+                rows.append((round(score, 6), resolved, eval_id, None, None))
             else:
-                rows.append((None, False, None))
+                rows.append((None, False, None, None, None))
         self.scores = [row[0] for row in rows]
         self.resolved = [row[1] for row in rows]
         self.evals = [row[2] for row in rows]
+        self.stderr = [row[3] for row in rows]
+        self.significant = [row[4] for row in rows]
         if with_outputs:
             self.outputs = {str(e.id): e.output for e in r.evaluations}
         self.delta = {}
 
     def _send_header(self) -> None:
+        self._header_dirty = False
         r = self.record
         self.header = {
             "run_id": r.run_id,
@@ -170,6 +192,11 @@ class AttributionWidget(anywidget.AnyWidget):
             "status": r.status,
             "reason": r.reason,
             "can_stop": self._task is not None,
+            "noise_floor": r.noise.floor if r.noise else None,
+            "scorer": r.scorer,
+            "unit": r.score_unit,
+            "target": r.target.text if r.target else None,
+            "notes": run_notes(r),
         }
 
     # -- background mode ----------------------------------------------------

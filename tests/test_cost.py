@@ -292,6 +292,7 @@ def test_randomised_spend_never_passes_the_budget(runs_dir):
             concurrency=rng.randint(1, 8),
             max_tokens=rng.randint(1, 24),
             method=rng.choice(["loo", "hierarchical"]),
+            faithfulness="off",  # its deletions often reuse attribution ones, loosening the projection
         )
         try:
             prompt_attr.attribute(prompt, backend=FakeBackend(price=price, embed_price=embed_price), budget=0, **options)

@@ -16,6 +16,7 @@ from prompt_attr_widget.events import (
     BaselineDone,
     Estimate,
     Evaluated,
+    FaithfulnessMeasured,
     Progress,
     RunAborted,
     RunFailed,
@@ -103,7 +104,7 @@ def test_hierarchical_finds_the_loo_culprit_with_fewer_calls(runs_dir):
     assert any(not s.resolved for s in hier.spans)
     assert max(e.round for e in hier.record.evaluations) >= 1
     spans = segment(prompt)
-    assert started[0].planned == worst_case_groups(64, spans, prompt, 0.2)
+    assert started[0].planned == worst_case_groups(64, spans, prompt, 0.2) + 3  # + top-k and 2 random deletions
     assert len(hier.record.evaluations) <= started[0].planned
 
 
@@ -215,7 +216,7 @@ def test_budget_stops_mid_run_with_everything_saved(runs_dir, concurrency):
     def make():
         return FakeBackend(price=Price(input=1.0, output=0.0), embed_price=Price(input=0.0), latency=0.002)
 
-    options = dict(method="loo", cache=False, max_tokens=8, concurrency=concurrency)
+    options = dict(method="loo", cache=False, max_tokens=8, concurrency=concurrency, faithfulness="off")
     budget = projection(prompt, runs_dir, make, **options)
     backend = make()
     seen = []
@@ -260,7 +261,8 @@ def test_event_order_for_a_finished_run(runs_dir):
     assert kinds[0] is RunStarted and kinds[1] is BaselineDone and kinds[-1] is RunFinished
     assert sum(k in (RunFinished, RunAborted, RunFailed) for k in kinds) == 1
     assert kinds.count(Evaluated) == len(a.record.evaluations)
-    assert kinds[-2] is Estimate
+    assert kinds[-2] is FaithfulnessMeasured
+    assert Estimate in kinds[kinds.index(Evaluated) : kinds.index(FaithfulnessMeasured)]
     progress = [e for e in seen if isinstance(e, Progress)]
     assert [p.done for p in progress] == list(range(1, len(progress) + 1))
     assert all(p.done <= p.planned for p in progress)
@@ -320,7 +322,9 @@ def test_top(result):
 def test_to_records(result):
     records = result.to_records()
     assert len(records) == 8
-    assert set(records[0]) == {"index", "start", "end", "text", "score", "resolved", "ablated_output"}
+    assert set(records[0]) == {
+        "index", "start", "end", "text", "score", "resolved", "ablated_output", "stderr", "significant"
+    }
     for r in records:
         assert result.record.prompt[r["start"] : r["end"]] == r["text"]
     assert records[5]["score"] == 1.0
@@ -339,7 +343,7 @@ def test_to_dataframe(result):
     assert df.index.name == "index" and list(df.index) == list(range(8))
     assert df.loc[5, "score"] == 1.0
     assert df["score"].idxmax() == 5
-    assert list(df.columns) == ["start", "end", "text", "score", "resolved", "ablated_output"]
+    assert list(df.columns) == ["start", "end", "text", "score", "resolved", "ablated_output", "stderr", "significant"]
 
 
 def test_repr_and_html(result):

@@ -47,7 +47,7 @@ def test_html_escapes_prompt_and_output(hostile):
     assert "&lt;b&gt;fake&lt;/b&gt;" in page
     # every tag in the page is one the renderer made itself
     tags = set(re.findall(r"</?([a-zA-Z]+)", page))
-    assert tags <= {"div", "b", "pre", "span", "table", "thead", "tbody", "tr", "th", "td"}, tags
+    assert tags <= {"div", "b", "pre", "span", "table", "thead", "tbody", "tr", "th", "td", "ul", "li"}, tags
 
 
 def test_html_escapes_a_failure_reason(runs_dir):
@@ -77,8 +77,9 @@ def test_html_colours_follow_the_scores(runs_dir):
     a = prompt_attr.attribute(prompt, backend=FakeBackend(), runs_dir=runs_dir, method="loo")
     page = heatmap_html(a.record)
     alphas = [float(x) for x in re.findall(r"rgba\(220,38,38,([0-9.]+)\)", page)]
-    assert len(alphas) == 3
-    assert alphas[1] == 0.7 and alphas[0] == alphas[2] == 0.08
+    assert alphas == [0.7]  # the culprit; the two spans scoring 0 are noise and stay uncoloured
+    assert page.count('class="pa-span pa-noise"') == 2
+    assert 'title="span 0: score 0.000 (below the noise floor)"' in page
     assert 'title="span 1: score 1.000"' in page
     # the ranking table lists the culprit first
     first_row = re.search(r"<tbody><tr><td>(\d+)</td>", page)
@@ -132,7 +133,7 @@ def test_terminal_colour_only_emits_its_own_sequences(nasty):
 def test_top_table_is_safe(nasty):
     table = top_table(nasty.record, k=10)
     assert "\x1b" not in table and "\u202e" not in table
-    assert table.splitlines()[0].split() == ["rank", "span", "score", "text"]
+    assert table.splitlines()[0].split() == ["rank", "span", "score", "±", "signal", "text"]
 
 
 def test_terminal_deterministic(nasty):

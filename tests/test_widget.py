@@ -86,7 +86,7 @@ def test_bytes_sent_grow_linearly_with_evaluations(recorder, runs_dir, monkeypat
         monkeypatch.setattr(widget_mod, "FLUSH_INTERVAL_S", 0)  # a sync per event: the worst case
     sizes, counts, opened = {}, {}, {}
     for n in (50, 100, 200):
-        a, w, events, _ = run_into_widget(planted(n, culprits=(1, n // 2, n - 3)), runs_dir, method="loo", max_tokens=12)
+        a, w, events, _ = run_into_widget(planted(n, culprits=(1, n // 2, n - 3)), runs_dir, method="loo", max_tokens=12, faithfulness="off")
         assert a.status == "finished" and len(a.spans) == n and len(a.record.evaluations) == n
         updates = recorder.updates(w)
         assert recorder.of(w, "comm_open"), "the widget opened its comm through the recorder"
@@ -256,7 +256,7 @@ def test_budget_stop_shows_aborted(runs_dir):
     def make():
         return FakeBackend(price=Price(input=1.0, output=0.0), embed_price=Price(input=0.0), latency=0.002)
 
-    options = dict(method="loo", max_tokens=8, concurrency=4)
+    options = dict(method="loo", max_tokens=8, concurrency=4, faithfulness="off")
     budget = _projection(prompt, runs_dir, make, **options)
     a, w, _, _ = run_into_widget(prompt, runs_dir, backend=make(), budget=budget, **options)
     assert a.status == "aborted" and "budget" in a.record.reason

@@ -30,7 +30,9 @@ def resolve_backend(config: AttributionConfig, api_key: str | None = None) -> Ba
     if kind == "fake":
         from .fake import FakeBackend
 
-        return FakeBackend(price=config.price, embed_price=config.embed_price)
+        if rest not in ("", "logprob"):
+            raise UsageError("fake backends are 'fake' (black-box) and 'fake:logprob' (with log-probabilities)")
+        return FakeBackend(price=config.price, embed_price=config.embed_price, logprobs=rest == "logprob")
     if kind == "openai" or config.base_url or _OPENAI_NAME.match(spec) or lookup_price(spec):
         model = rest if kind == "openai" else spec
         if not model:
@@ -46,6 +48,7 @@ def resolve_backend(config: AttributionConfig, api_key: str | None = None) -> Ba
             max_retries=config.max_retries,
             price=config.price,
             embed_price=config.embed_price,
+            logprob_template=config.logprob_template,
         )
     raise UsageError(
         f"unknown model {spec!r}: use 'local' (embedded, offline), 'local:/path/to/model.gguf', "

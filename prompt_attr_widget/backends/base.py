@@ -39,6 +39,26 @@ class Embeddings:
 
 
 @dataclass
+class TokenLogprobs:
+    """Teacher-forced log-probabilities of a continuation, one per token.
+
+    `offsets[i]` is where token i starts in the continuation (characters),
+    so a target range of the answer selects its own tokens.
+    """
+
+    logprobs: list[float]
+    offsets: list[int]
+    length: int  # characters in the continuation
+    prompt_tokens: int = 0
+
+    def mean_over(self, start: int, end: int) -> float | None:
+        """Mean log-probability of the tokens overlapping [start, end), or None if none do."""
+        ends = [*self.offsets[1:], self.length]
+        chosen = [lp for lp, a, b in zip(self.logprobs, self.offsets, ends, strict=True) if a < end and b > start]
+        return sum(chosen) / len(chosen) if chosen else None
+
+
+@dataclass
 class BackendInfo:
     """What identifies the model behind the scores (recorded in every run)."""
 
@@ -63,3 +83,14 @@ class Backend(Protocol):
 
     async def aclose(self) -> None:
         """Release connections; the backend may be reused until then."""
+
+
+@runtime_checkable
+class LogprobBackend(Backend, Protocol):
+    """A backend that can score a given answer (teacher forcing), not only generate one."""
+
+    async def supports_logprob(self) -> bool:
+        """Whether log-probabilities of a given answer are available (probed once)."""
+
+    async def logprob(self, messages: list[dict], continuation: str) -> TokenLogprobs:
+        """Log-probability of each token of `continuation` as the answer to `messages`."""

@@ -3,7 +3,9 @@
 Its "model" answers with the capitalised words of the prompt, in order, so
 a test can plant a culprit: only sentences with capitalised words change
 the answer. Embeddings are hashed bags of words, so the cosine distance
-between two answers is real and repeatable.
+between two answers is real and repeatable. Its log-probabilities make an
+answer word likely exactly when the prompt still contains it, so a fact
+stated twice survives the deletion of either copy alone.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import math
 import re
 
 from ..config import Price
-from .base import BackendInfo, Completion, Embeddings, GenerationParams
+from .base import BackendInfo, Completion, Embeddings, GenerationParams, TokenLogprobs
 
 _WORD = re.compile(r"\w+")
 _DIM = 64
@@ -28,10 +30,13 @@ class FakeBackend:
         price: Price | None = None,
         embed_price: Price | None = None,
         model: str = "fake",
+        logprobs: bool = False,
     ):
         self.latency = latency
+        self.logprobs = logprobs
         self.calls = 0
         self.embed_calls = 0
+        self.logprob_calls = 0
         self.info = BackendInfo(
             backend="fake",
             model=model,
@@ -61,6 +66,23 @@ class FakeBackend:
         if self.latency:
             await asyncio.sleep(self.latency / 10)
         return Embeddings(vectors=[_bag_of_words(t) for t in texts], prompt_tokens=sum(len(t) // 4 + 1 for t in texts))
+
+    async def supports_logprob(self) -> bool:
+        return self.logprobs
+
+    async def logprob(self, messages: list[dict], continuation: str) -> TokenLogprobs:
+        """Each answer word is likely (-0.05) if the prompt contains it, unlikely (-3) if not."""
+        self.logprob_calls += 1
+        if self.latency:
+            await asyncio.sleep(self.latency / 2)
+        prompt_words = {w.lower() for m in messages for w in _WORD.findall(m["content"])}
+        words = list(_WORD.finditer(continuation))
+        return TokenLogprobs(
+            logprobs=[-0.05 if w.group().lower() in prompt_words else -3.0 for w in words],
+            offsets=[w.start() for w in words],
+            length=len(continuation),
+            prompt_tokens=sum(len(m["content"]) // 4 + 1 for m in messages),
+        )
 
     async def aclose(self) -> None:
         return None

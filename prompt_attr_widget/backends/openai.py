@@ -14,7 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 from ..config import Price
 from ..cost import lookup_price
 from ..errors import BackendError
-from .base import BackendInfo, Completion, Embeddings, GenerationParams
+from .base import BackendInfo, Completion, Embeddings, GenerationParams, TokenLogprobs
 
 OFFICIAL_URL = "https://api.openai.com/v1"
 DEFAULT_EMBED_MODEL = "text-embedding-3-small"
@@ -46,6 +46,7 @@ class OpenAIBackend:
         max_retries: int = 2,
         price: Price | None = None,
         embed_price: Price | None = None,
+        logprob_template: str = "chatml",
     ):
         import openai
 
@@ -60,6 +61,9 @@ class OpenAIBackend:
                 )
             key = NO_KEY_PLACEHOLDER
         self._secret = key
+        self._official = official
+        self._logprob_ok: bool | None = None
+        self.logprob_template = logprob_template
         self.url = public_url(base_url) or OFFICIAL_URL
         self.timeout = timeout
         self.client = openai.AsyncOpenAI(
@@ -130,6 +134,55 @@ class OpenAIBackend:
         usage = getattr(resp, "usage", None)
         return Embeddings(vectors=vectors, prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0)
 
+    async def supports_logprob(self) -> bool:
+        """Probe once with a one-token completion (the official API has no prompt log-probs)."""
+        if self._logprob_ok is None:
+            self._logprob_ok = False
+            if not self._official:
+                try:
+                    await self.logprob([{"role": "user", "content": "Hi"}], "Hello")
+                    self._logprob_ok = True
+                except BackendError:
+                    pass
+        return self._logprob_ok
+
+    async def logprob(self, messages: list[dict], continuation: str) -> TokenLogprobs:
+        """Echoed prompt log-probabilities from the completions endpoint (vLLM, llama.cpp).
+
+        The conversation is rendered with `logprob_template` (ChatML by
+        default, the format of SmolLM2, Qwen and many others; "plain" joins
+        the messages with blank lines), the answer appended, and the
+        server asked to echo the log-probability of every prompt token.
+        """
+        prefix = render_chat(messages, self.logprob_template)
+        text = prefix + continuation
+        try:
+            resp = await self.client.completions.create(
+                model=self.info.model, prompt=text, max_tokens=1, temperature=0, echo=True, logprobs=1
+            )
+        except self._openai.OpenAIError as exc:
+            raise self._explain(exc, self.info.model) from None
+        lp = getattr(resp.choices[0], "logprobs", None) if getattr(resp, "choices", None) else None
+        offsets, values = getattr(lp, "text_offset", None), getattr(lp, "token_logprobs", None)
+        if not offsets or not values or len(offsets) != len(values):
+            raise BackendError(
+                f"{self.url} does not return prompt log-probabilities (completions with echo and "
+                "logprobs); use --scorer embedding"
+            )
+        base = min(offsets)  # some servers count the BOS text, some do not
+        chosen = [
+            (off - base - len(prefix), v)
+            for off, v in zip(offsets, values, strict=True)
+            if v is not None and len(prefix) <= off - base < len(text)
+        ]
+        usage = getattr(resp, "usage", None)
+        return TokenLogprobs(
+            logprobs=[float(v) for _, v in chosen],
+            offsets=[o for o, _ in chosen],
+            length=len(continuation),
+            prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
+        )
+
     async def aclose(self) -> None:
         await self.client.close()
 
@@ -151,6 +204,14 @@ class OpenAIBackend:
         else:
             msg = f"{type(exc).__name__} talking to {self.url}: {_short(str(exc))}"
         return BackendError(msg.replace(self._secret, "***") if self._secret else msg)
+
+
+def render_chat(messages: list[dict], template: str) -> str:
+    """The conversation as one completion prompt, ending where the answer starts."""
+    if template == "plain":
+        return "\n\n".join(m["content"] for m in messages) + "\n\n"
+    turns = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
+    return turns + "<|im_start|>assistant\n"
 
 
 def _short(text: str, limit: int = 300) -> str:
