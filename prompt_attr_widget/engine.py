@@ -38,7 +38,7 @@ from .events import (
     RunStarted,
 )
 from .faithfulness import RANDOM_DRAWS, predicted, random_subsets, spearman, top_k
-from .noise import MIN_EFFECT, default_repeats, noise_floor
+from .noise import MIN_EFFECT, default_repeats, noise_floor, pairwise
 from .plan import (
     Group,
     leave_one_out,
@@ -90,6 +90,7 @@ class _Run:
         self.checks: dict[tuple[int, ...], Evaluation] = {}  # faithfulness evaluations
         self.evaluations = 0
         self.noise = None
+        self.noise_points: list = []  # what each repeated baseline answered, in the scorer's terms
         self.masks: list[tuple[int, ...]] | None = None
         self.scores: list = []
         self.started = time.perf_counter()
@@ -166,11 +167,16 @@ class _Run:
             keep[i] = False
         return messages_for(render(self.prompt, self.spans, keep), self.config.system)
 
-    async def baseline(self) -> BaselineDone:
+    async def baseline(self) -> AsyncIterator:
+        """The baseline answer, the target within it, and what later scores compare against."""
         t = time.perf_counter()
         self.base_call = await self.evaluator.complete(self.messages(()))
         answer = self.base_call.output
-        self.target = resolve_target(answer, self.config.target)
+        try:
+            self.target = resolve_target(answer, self.config.target)
+        except UsageError:
+            yield BaselineDone(baseline=self.base_call)  # paid for: stored even though the run stops
+            raise
         self.answer_range = (self.target.start, self.target.end) if self.target else (0, len(answer))
         if self.scorer == "logprob":
             call, scored = await self.evaluator.logprob(self.messages(()), answer)
@@ -186,7 +192,7 @@ class _Run:
             self.base_call.embed_tokens = self.base_vec.tokens
             self._add_cost(self.base_call, self.base_vec.cost_usd)
         self._timed("baseline_ms", t)
-        return BaselineDone(baseline=self.base_call, target=self.target)
+        yield BaselineDone(baseline=self.base_call, target=self.target)
 
     @staticmethod
     def _add_cost(call, cost: float | None) -> None:
@@ -203,18 +209,23 @@ class _Run:
             if value is None:
                 raise BackendError("the server returned no log-probabilities for the answer's tokens")
             score, extra["target_logprob"] = self.base_value - value, value
+            point = value
         else:
             call = await self.evaluator.complete(messages, repeat=repeat)
+            point = call.output
             if self.scorer == "target_overlap":
                 score = target_lost(self.target.text, call.output)
             elif call.output == self.base_call.output:
                 score, extra["cosine"] = 0.0, 1.0  # identical answer: distance 0, no embedding needed
+                point = self.base_vec.vector
             else:
                 embed = await self.evaluator.embed(call.output)
                 extra["cosine"] = cosine(self.base_vec.vector, embed.vector)
-                score = distance_score(extra["cosine"])
+                score, point = distance_score(extra["cosine"]), embed.vector
                 call.embed_tokens = embed.tokens
                 self._add_cost(call, embed.cost_usd)
+        if purpose == "noise":
+            self.noise_points.append(point)
         return Evaluation(
             **call.model_dump(),
             id=-1,  # numbered in order of arrival by _stream
@@ -258,13 +269,18 @@ class _Run:
             yield event
 
     async def measure_noise(self) -> AsyncIterator:
-        """Ask for the baseline again `repeats - 1` times; their scores are the noise."""
+        """Ask for the baseline again `repeats - 1` times; how far the answers differ is noise."""
         jobs = [self.measure((), "noise", -1, repeat=r) for r in range(1, self.repeats)]
-        samples = []
         async for event in self._stream(jobs):
-            if isinstance(event, Evaluated):
-                samples.append(event.evaluation.score)
             yield event
+        if self.scorer == "logprob":
+            first, distance = self.base_value, lambda a, b: abs(a - b)
+        elif self.scorer == "embedding":
+            first, distance = self.base_vec.vector, lambda a, b: distance_score(cosine(a, b))
+        else:
+            target = self.target.text
+            first, distance = self.base_call.output, lambda a, b: abs(target_lost(target, a) - target_lost(target, b))
+        samples = pairwise([first, *self.noise_points], distance)
         min_effect = self.config.min_effect if self.config.min_effect is not None else MIN_EFFECT[self.scorer]
         self.noise = noise_floor(samples, self.repeats, min_effect)
         yield NoiseMeasured(noise=self.noise)
@@ -383,8 +399,7 @@ async def run_events(
     check_projection(record.projected_usd, config.budget, config.model)
     yield RunStarted(record=record, planned=worst)
     try:
-        yield await run.baseline()
-        for stage in (run.measure_noise, run.passes, run.check_faithfulness):
+        for stage in (run.baseline, run.measure_noise, run.passes, run.check_faithfulness):
             async for event in stage():
                 yield event
     except BudgetExhausted as exc:
@@ -417,6 +432,7 @@ async def score_deletions(
     for d in deletions:
         if any(not 0 <= i < n for i in d):
             raise UsageError(f"deletion {list(d)} names spans outside 0..{n - 1}")
-    await run.baseline()
+    async for _ in run.baseline():
+        pass
     evaluations = await asyncio.gather(*(run.measure(tuple(sorted(set(d))), "attribution", 0) for d in deletions))
     return [e.score for e in evaluations], run.scorer

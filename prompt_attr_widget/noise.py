@@ -2,11 +2,13 @@
 
 The baseline is asked `repeats` times (3 for remote APIs, whose answers vary
 even at temperature 0; 1 for the deterministic local and fake backends,
-where a repeat would only return the same answer). Each repeat is scored
-against the baseline like any ablation, so its score is pure noise. The
-floor is the largest of those scores, and never below `min_effect`, the
-smallest effect worth reporting in the scorer's unit: a deterministic model
-has no sampling noise, yet a 0.01 nats/token wobble is not a finding.
+where a repeat would only return the same answer). Nothing was deleted, so
+any score between two of those answers is pure noise: every pair is
+compared (k answers give k(k-1)/2 samples at no extra cost). The floor is
+the largest of them, and never below `min_effect`, the smallest effect
+worth reporting in the scorer's unit: a deterministic model has no
+sampling noise, yet a 0.01 nats/token wobble is not a finding. The largest
+of a few samples can miss rare noise; `noise_repeats` buys more.
 
 A span is significant when its score is above the floor; for the surrogate
 also when its 95% interval (weight - 1.96 standard errors) stays above
@@ -16,6 +18,9 @@ not refine was never measured alone, so its significance is not assessed
 """
 
 from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
 
 from .schema import NoiseFloor, SpanScore
 
@@ -27,13 +32,14 @@ def default_repeats(backend: str) -> int:
     return 1 if backend in DETERMINISTIC_BACKENDS else 3
 
 
+def pairwise(points: list, distance: Callable[[object, object], float]) -> list[float]:
+    """The score between every two answers to the same prompt."""
+    return [distance(a, b) for a, b in itertools.combinations(points, 2)]
+
+
 def noise_floor(samples: list[float], repeats: int, min_effect: float) -> NoiseFloor:
-    return NoiseFloor(
-        repeats=repeats,
-        samples=[round(s, 6) for s in samples],
-        min_effect=min_effect,
-        floor=max([min_effect, *samples]),
-    )
+    samples = [round(s, 6) for s in samples]
+    return NoiseFloor(repeats=repeats, samples=samples, min_effect=min_effect, floor=max([min_effect, *samples]))
 
 
 def flag(scores: list[SpanScore], noise: NoiseFloor | None) -> list[SpanScore]:

@@ -42,14 +42,17 @@ def run_notes(record: RunRecord) -> list[str]:
     if method == "surrogate" and fit:
         r2 = "n/a" if fit.r2 is None else f"{fit.r2:.2f}"
         notes = [f"estimator: surrogate (LASSO on {fit.masks} random masks, R² {r2}, ± = bootstrap s.e.)"]
+    elif method == "loo" or len(record.spans) <= 2 / c.get("group_fraction", 0.2):
+        few = "" if method == "loo" else " (too few spans for hierarchical passes)"
+        notes = [f"estimator: leave-one-out{few}"]
     else:
-        notes = [f"estimator: {'leave-one-out' if method == 'loo' else method}"]
+        notes = [f"estimator: hierarchical (refine threshold {c.get('refine_threshold', 0.85):g})"]
     target = f" of the target {record.target.text!r}" if record.target else ""
     notes.append(f"score: {record.score_unit}{target}")
     if record.noise:
         n = record.noise
         above = sum(bool(s.significant) for s in record.attribution)
-        source = f"max of {len(n.samples)} repeated baselines" if n.samples else "deterministic backend"
+        source = f"largest gap between {n.repeats} answers to the unchanged prompt" if n.samples else "deterministic backend"
         notes.append(
             f"noise floor {n.floor:.3f} ({source}, minimum effect {n.min_effect:g}): "
             f"{above} of {len(record.spans)} spans above it"

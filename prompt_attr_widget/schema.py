@@ -73,7 +73,7 @@ class NoiseFloor(BaseModel):
     """How far the score moves when nothing is deleted: below this, a score is noise."""
 
     repeats: int  # baseline calls in all (1: a deterministic backend, nothing to repeat)
-    samples: list[float] = Field(default_factory=list)  # scores of the repeated baselines
+    samples: list[float] = Field(default_factory=list)  # scores between every two baseline answers
     min_effect: float  # smallest effect worth reporting, in the scorer's unit
     floor: float  # max(samples, min_effect)
 

@@ -53,6 +53,8 @@ class TokenLogprobs:
 
     def mean_over(self, start: int, end: int) -> float | None:
         """Mean log-probability of the tokens overlapping [start, end), or None if none do."""
+        if not self.offsets:
+            return None
         ends = [*self.offsets[1:], self.length]
         chosen = [lp for lp, a, b in zip(self.logprobs, self.offsets, ends, strict=True) if a < end and b > start]
         return sum(chosen) / len(chosen) if chosen else None

@@ -140,8 +140,8 @@ class OpenAIBackend:
             self._logprob_ok = False
             if not self._official:
                 try:
-                    await self.logprob([{"role": "user", "content": "Hi"}], "Hello")
-                    self._logprob_ok = True
+                    probe = await self.logprob([{"role": "user", "content": "Hi"}], "Hello")
+                    self._logprob_ok = bool(probe.logprobs)
                 except BackendError:
                     pass
         return self._logprob_ok
@@ -162,20 +162,35 @@ class OpenAIBackend:
             )
         except self._openai.OpenAIError as exc:
             raise self._explain(exc, self.info.model) from None
-        lp = getattr(resp.choices[0], "logprobs", None) if getattr(resp, "choices", None) else None
-        offsets, values = getattr(lp, "text_offset", None), getattr(lp, "token_logprobs", None)
-        if not offsets or not values or len(offsets) != len(values):
+        choice = resp.choices[0] if getattr(resp, "choices", None) else None
+        lp = getattr(choice, "logprobs", None)
+        tokens, values = getattr(lp, "tokens", None), getattr(lp, "token_logprobs", None)
+        usage = getattr(resp, "usage", None)
+        if not tokens or not values or len(tokens) != len(values):
             raise BackendError(
                 f"{self.url} does not return prompt log-probabilities (completions with echo and "
                 "logprobs); use --scorer embedding"
             )
-        base = min(offsets)  # some servers count the BOS text, some do not
+        generated = getattr(usage, "completion_tokens", None)
+        if generated is None:
+            generated = 1 if choice.finish_reason == "length" else 0
+        tokens, values = tokens[: len(tokens) - generated], values[: len(values) - generated]
+        # Offsets come from the echoed tokens themselves: servers disagree on
+        # text_offset (llama.cpp counts without special tokens such as
+        # <|im_start|>, which its echoed text includes). The answer is the
+        # last occurrence of the continuation in the echo.
+        starts, pos = [], 0
+        for token in tokens:
+            starts.append(pos)
+            pos += len(token)
+        at = "".join(tokens).rfind(continuation) if continuation else -1
+        if at < 0:
+            raise BackendError(f"{self.url} echoed a prompt that does not end with the answer being scored")
         chosen = [
-            (off - base - len(prefix), v)
-            for off, v in zip(offsets, values, strict=True)
-            if v is not None and len(prefix) <= off - base < len(text)
+            (start - at, v)
+            for start, v in zip(starts, values, strict=True)
+            if v is not None and at <= start < at + len(continuation)
         ]
-        usage = getattr(resp, "usage", None)
         return TokenLogprobs(
             logprobs=[float(v) for _, v in chosen],
             offsets=[o for o, _ in chosen],
