@@ -346,3 +346,10 @@ def test_attribute_async_with_a_surrogate(runs_dir):
                                     method="surrogate", target="Lyon", cache=False)
     )
     assert set(ranked(a)[:2]) == {1, 3}
+
+
+def test_official_openai_is_known_to_lack_prompt_log_probabilities():
+    from prompt_attr_widget.backends.openai import OpenAIBackend
+
+    backend = OpenAIBackend("gpt-4o-mini", api_key="sk-test-not-used")  # no probe, so no network call
+    assert asyncio.run(backend.supports_logprob()) is False

@@ -59,6 +59,9 @@ def _guard_model(m: pytest.MonkeyPatch) -> None:
         m.setattr(llama_cpp.Llama, name, boom)
 
 
+EMBEDDING = {"scorer": "embedding", "faithfulness": "off"}  # the distance scorer, and only attribution calls
+
+
 def _check_record(att: prompt_attr.Attribution, prompt: str) -> None:
     rec = att.record
     assert rec.status == "finished", rec.reason
@@ -91,7 +94,7 @@ def _check_record(att: prompt_attr.Attribution, prompt: str) -> None:
 
 @pytest.mark.local
 def test_attribute_saves_replays_and_caches(runs_dir, monkeypatch):
-    live = prompt_attr.attribute(PROMPT, model="local", runs_dir=runs_dir, max_tokens=48)
+    live = prompt_attr.attribute(PROMPT, model="local", runs_dir=runs_dir, max_tokens=48, **EMBEDDING)
     _check_record(live, PROMPT)
     assert live.record.config["method"] == "hierarchical"
     assert live.record.spend.calls > 0
@@ -108,7 +111,7 @@ def test_attribute_saves_replays_and_caches(runs_dir, monkeypatch):
     with monkeypatch.context() as m:
         _guard_model(m)
         with pytest.raises(AssertionError, match="model was touched"):
-            prompt_attr.attribute(PROMPT, model="local", runs_dir=runs_dir, max_tokens=48)  # the guard is live
+            prompt_attr.attribute(PROMPT, model="local", runs_dir=runs_dir, max_tokens=48, **EMBEDDING)  # the guard is live
         loaded = prompt_attr.load_run(live.run_id, runs_dir=runs_dir)
         latest = prompt_attr.load_run("latest", runs_dir=runs_dir)
     assert loaded == live and latest == live
@@ -124,7 +127,7 @@ def test_attribute_saves_replays_and_caches(runs_dir, monkeypatch):
 
         for name in ("_complete_sync", "_embed_sync"):
             m.setattr(local_mod.LocalBackend, name, boom)
-        again = prompt_attr.attribute(PROMPT, model="local", runs_dir=runs_dir, max_tokens=48)
+        again = prompt_attr.attribute(PROMPT, model="local", runs_dir=runs_dir, max_tokens=48, **EMBEDDING)
     assert again.status == "finished", again.record.reason
     assert again.run_id != live.run_id
     assert again.record.spend.calls == 0
@@ -136,7 +139,7 @@ def test_attribute_saves_replays_and_caches(runs_dir, monkeypatch):
     assert again.record.prompt_sha256 == live.record.prompt_sha256
 
     # Leave-one-out on the same prompt: one evaluation per span, every span resolved.
-    loo = prompt_attr.attribute(PROMPT, model="local", runs_dir=runs_dir, max_tokens=48, method="loo")
+    loo = prompt_attr.attribute(PROMPT, model="local", runs_dir=runs_dir, max_tokens=48, method="loo", **EMBEDDING)
     _check_record(loo, PROMPT)
     n = len(loo.spans)
     assert sorted(tuple(ev.dropped) for ev in loo.record.evaluations) == [(i,) for i in range(n)]
@@ -193,7 +196,10 @@ def test_teacher_forced_logprob():
     messages = [{"role": "user", "content": "The capital of France is"}]
 
     def lp(continuation: str) -> list[float]:
-        return asyncio.run(backend.logprob(messages, continuation))
+        scored = asyncio.run(backend.logprob(messages, continuation))
+        assert len(scored.offsets) == len(scored.logprobs) and scored.length == len(continuation)
+        assert scored.offsets == sorted(scored.offsets)
+        return scored.logprobs
 
     scores = {text: lp(text) for text in ["Paris", "Paris.", "banana", "The capital of France is Paris."]}
     for text, values in scores.items():
@@ -249,3 +255,30 @@ def test_prompt_longer_than_context_fails_cleanly(runs_dir):
     # The shared model is still usable after both refusals.
     answer = asyncio.run(backend.complete([{"role": "user", "content": "Say hi."}], GenerationParams(max_tokens=4)))
     assert answer.text.strip() and answer.completion_tokens > 0
+
+
+@pytest.mark.local
+def test_default_local_run_scores_log_probabilities_and_replays_from_cache(runs_dir, monkeypatch):
+    live = prompt_attr.attribute(PROMPT, model="local", runs_dir=runs_dir, max_tokens=48, target=None)
+    rec = live.record
+    assert rec.status == "finished", rec.reason
+    assert rec.scorer == "logprob" and rec.score_unit == "log-prob drop (nats/token)"
+    assert rec.noise.repeats == 1 and rec.noise.floor == rec.noise.min_effect == 0.1
+    attribution = [e for e in rec.evaluations if e.purpose == "attribution"]
+    assert attribution and all(e.output is None and math.isfinite(e.score) for e in attribution)
+    # score = baseline mean log-prob minus the ablated one, exactly as stored
+    assert all(e.score == pytest.approx(-(e.target_logprob - attribution[0].target_logprob - attribution[0].score))
+               for e in attribution)
+    assert rec.faithfulness is not None and rec.faithfulness.top_k_score is not None
+    assert any(s.significant for s in live.spans)
+    with monkeypatch.context() as m:
+        import prompt_attr_widget.backends.local as local_mod
+
+        def boom(*args, **kwargs):
+            raise AssertionError("a cached run reached the model")
+
+        for name in ("_complete_sync", "_embed_sync", "_logprob_sync"):
+            m.setattr(local_mod.LocalBackend, name, boom)
+        again = prompt_attr.attribute(PROMPT, model="local", runs_dir=runs_dir, max_tokens=48)
+    assert again.record.spend.calls == 0
+    assert again.record.attribution == rec.attribution

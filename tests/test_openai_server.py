@@ -98,6 +98,7 @@ def _server_config(port: int) -> dict:
              "kv_overrides": ["llama.pooling_type=int:1"]},
             # Pooling "none": per-token vectors, which prompt_attr must reject clearly.
             {**common, "model_alias": "smollm2-tokens", "embedding": True},
+
         ],
     }
 
@@ -170,7 +171,7 @@ def test_attribute_through_server(llama_server, runs_dir, tmp_path, monkeypatch)
         PROMPT,
         model="smollm2",
         base_url=url_with_password,
-        embed_model="smollm2-embed",
+        embed_model="smollm2-embed", scorer="embedding",
         runs_dir=runs_dir,
         max_tokens=32,
         concurrency=4,
@@ -186,6 +187,8 @@ def test_attribute_through_server(llama_server, runs_dir, tmp_path, monkeypatch)
         assert math.isfinite(span.score) and 0.0 <= span.score <= 1.0
     assert any(ev.output != run.baseline for ev in rec.evaluations)  # the embeddings were used
     assert rec.backend.backend == "openai"
+    assert rec.scorer == "embedding"
+    assert rec.noise.repeats == 3 and len(rec.noise.samples) == 3  # remote: the baseline is asked 3 times
     assert rec.backend.model == "smollm2" and rec.backend.embed_model == "smollm2-embed"
     assert rec.backend.base_url == llama_server.base_url
     assert rec.config["base_url"] == llama_server.base_url
@@ -254,7 +257,7 @@ def test_unpooled_embeddings_are_a_clear_error(llama_server, runs_dir):
         SHORT_PROMPT,
         model="smollm2",
         base_url=llama_server.base_url,
-        embed_model="smollm2-tokens",
+        embed_model="smollm2-tokens", scorer="embedding",
         runs_dir=runs_dir,
         max_tokens=8,
         timeout=TIMEOUT_S,
@@ -293,7 +296,8 @@ def test_unknown_model_names(llama_server, runs_dir):
     # Through attribute(): without --embed-model a self-hosted server is asked to
     # embed with the chat model's name; the run fails and says why, it does not crash.
     run = prompt_attr.attribute(
-        SHORT_PROMPT, model="smollm2", base_url=llama_server.base_url, runs_dir=runs_dir, max_tokens=8, timeout=TIMEOUT_S
+        SHORT_PROMPT, model="smollm2", base_url=llama_server.base_url, runs_dir=runs_dir, max_tokens=8,
+        timeout=TIMEOUT_S, scorer="embedding",
     )
     assert run.status == "failed"
     assert llama_server.base_url in run.record.reason and "HTTP 500" in run.record.reason
@@ -307,7 +311,7 @@ def test_budget_needs_a_price(llama_server, runs_dir):
             SHORT_PROMPT,
             model="smollm2",
             base_url=llama_server.base_url,
-            embed_model="smollm2-embed",
+            embed_model="smollm2-embed", scorer="embedding",
             runs_dir=runs_dir,
             max_tokens=16,
             budget=1.0,
@@ -319,7 +323,7 @@ def test_budget_needs_a_price(llama_server, runs_dir):
             SHORT_PROMPT,
             model="smollm2",
             base_url=llama_server.base_url,
-            embed_model="smollm2-embed",
+            embed_model="smollm2-embed", scorer="embedding",
             runs_dir=runs_dir,
             max_tokens=16,
             budget=1e-9,
@@ -334,7 +338,7 @@ def test_budget_with_a_given_price(llama_server, runs_dir):
         SHORT_PROMPT,
         model="smollm2",
         base_url=llama_server.base_url,
-        embed_model="smollm2-embed",
+        embed_model="smollm2-embed", scorer="embedding",
         runs_dir=runs_dir,
         max_tokens=16,
         budget=budget,
@@ -376,7 +380,7 @@ def test_unreachable_server_fails_fast_naming_the_url(host, runs_dir, monkeypatc
     url = f"http://{host}:{_closed_port(host.strip('[]'), family)}/v1"
     start = time.monotonic()
     run = prompt_attr.attribute(
-        SHORT_PROMPT, model="smollm2", base_url=url, embed_model="smollm2-embed", runs_dir=runs_dir, max_tokens=8
+        SHORT_PROMPT, model="smollm2", base_url=url, embed_model="smollm2-embed", scorer="embedding", runs_dir=runs_dir, max_tokens=8
     )
     elapsed = time.monotonic() - start
     assert run.status == "failed"
@@ -394,3 +398,53 @@ def test_unreachable_server_fails_fast_naming_the_url(host, runs_dir, monkeypatc
 
     with pytest.raises(BackendError, match=re.escape(f"could not reach {url}")):
         asyncio.run(direct())
+
+
+LOGPROB_MESSAGES = [
+    {"role": "system", "content": "You are a helpful assistant."},
+    {"role": "user", "content": "The conference takes place in Lyon. Where is the conference?"},
+]
+
+
+@pytest.mark.server
+def test_served_log_probabilities_equal_the_embedded_models(llama_server):
+    """Same GGUF, same ChatML text: the echoed log-probs are the local teacher-forced ones."""
+    from prompt_attr_widget.backends.local import LocalBackend
+
+    answer = "The conference takes place in Lyon."
+
+    async def go():
+        remote = OpenAIBackend("smollm2", base_url=llama_server.base_url)
+        try:
+            assert await remote.supports_logprob() is True  # probed: echo + logprobs on /completions
+            return await remote.logprob(LOGPROB_MESSAGES, answer)
+        finally:
+            await remote.aclose()
+
+    served = asyncio.run(go())
+    local = asyncio.run(LocalBackend().logprob(LOGPROB_MESSAGES, answer))
+    assert served.offsets == local.offsets and len(served.logprobs) == 7
+    assert served.logprobs == pytest.approx(local.logprobs, abs=1e-3)
+    assert answer[served.offsets[-2] :].startswith(" Lyon")
+
+
+@pytest.mark.server
+def test_target_attribution_through_server_uses_log_probabilities(llama_server, runs_dir):
+    prompt = "The conference takes place in Lyon.\nWe sell bikes.\nWhere is the conference?"
+    run = prompt_attr.attribute(
+        prompt,
+        model="smollm2",
+        base_url=llama_server.base_url,
+        system="You are a helpful assistant.",
+        segment="line",
+        target="Lyon",
+        runs_dir=runs_dir,
+        max_tokens=24,
+        timeout=TIMEOUT_S,
+    )
+    rec = run.record
+    assert run.status == "finished", rec.reason
+    assert rec.scorer == "logprob" and rec.target.text == "Lyon"
+    assert all(e.output is None for e in rec.evaluations if e.purpose == "attribution")
+    assert run.top(1)[0].index == 0 and run.spans[0].significant
+    assert [s.index for s in run.spans if s.significant] == [0]
