@@ -228,7 +228,8 @@ function render({ model, el: root }) {
         diff.appendChild(el(kind === "same" ? "span" : kind === "add" ? "ins" : "del", `pa-diff-${kind}`, words));
       }
     }
-    detail.replaceChildren(head, quote, el("div", "pa-h2", "Answer without it (diff against the baseline)"), diff);
+    const what = output === undefined || output === null ? "What deleting it measures" : "Answer without it (diff against the baseline)";
+    detail.replaceChildren(head, quote, el("div", "pa-h2", what), diff);
   }
 
   function select(i) {

@@ -308,9 +308,15 @@ def test_finished_heatmap_colours_detail_keyboard_and_inertness(page, finished):
     # one .pa-span per span, in order, with the span's text
     assert [s["index"] for s in spans] == list(range(len(a.spans)))
     assert [s["text"] for s in spans] == [s.text for s in a.spans]
-    # every scored span is coloured (computed style too, so the CSS does not hide it)
-    for node in spans:
-        assert rgba(node["computed"]) is not None and rgba(node["computed"])[3] > 0, node
+    # every span above the noise floor is coloured (computed style too, so the CSS does not
+    # hide it); spans below it show no heat at all, and say why
+    assert True in w.significant and False in w.significant, "the test prompt needs signal and noise"
+    for node, significant in zip(spans, w.significant, strict=True):
+        if significant:
+            assert rgba(node["computed"]) is not None and rgba(node["computed"])[3] > 0, node
+            assert "noise" not in node["aria"]
+        else:
+            assert rgba(node["computed"])[3] == 0 and "(below noise floor)" in node["aria"], node
     assert_colours(spans, w.scores)
     alphas = [rgba(s["inline"])[3] for s in spans]
     top = max(range(len(scores)), key=lambda i: scores[i])
@@ -537,7 +543,9 @@ def test_static_heatmap_html_is_inert(page, finished):
     n = page.page.evaluate("document.querySelectorAll('.pa-span').length")
     assert n == len(a.spans)
     titles = page.page.eval_on_selector_all(".pa-span", "ns => ns.map(n => n.title)")
-    assert titles == [f"span {s.index}: score {s.score:.3f}" for s in a.spans]
+    noise = {False: " (below the noise floor)"}
+    assert titles == [f"span {s.index}: score {s.score:.3f}{noise.get(s.significant, '')}" for s in a.spans]
+    assert "noise floor" in page.page.inner_text(".pa-notes")
     colours = page.page.eval_on_selector_all(".pa-span", "ns => ns.map(n => getComputedStyle(n).backgroundColor)")
     alphas = [rgba(c)[3] for c in colours]
     top = a.top(1)[0].index
@@ -658,3 +666,45 @@ def test_layout_holds_in_a_narrow_output_area_with_long_tokens(browser, site, tm
         assert p.errors == []
     finally:
         p.context.close()
+
+
+# --- uncertainty: the surrogate's errors, the noise floor, the notes --------------------------------
+
+TWICE = (
+    "Our office is in the city.\n"
+    "The team meets in Lyon every week.\n"
+    "We like coffee.\n"
+    "The headquarters are in Lyon too.\n"
+    "Lunch is at noon."
+)
+
+
+def test_surrogate_view_shows_uncertainty_noise_and_notes(page, tmp_path):
+    a = prompt_attr.attribute(TWICE, backend=FakeBackend(logprobs=True), runs_dir=tmp_path / "runs", segment="line",
+                              method="surrogate", target="Lyon", cache=False)
+    w = AttributionWidget.from_attribution(a)
+    assert w.significant == [s.significant for s in a.spans] and w.stderr[1] is not None
+    page.mount(view_state(w))
+    notes = page.page.inner_text("#root .pa-notes")
+    assert "estimator: surrogate (LASSO on" in notes and "noise floor 0.100" in notes
+    assert "of the target 'Lyon'" in notes and "check: deleting the top 2 together" in notes
+    assert "nats/token" in page.page.inner_text("#root .pa-legend")
+    # both copies of the fact are the top two, each with its standard error; the rest is noise
+    top = a.top(2)
+    ranks = page.page.eval_on_selector_all(".pa-rank-score", "ns => ns.map(n => n.textContent)")
+    assert ranks[:2] == [f"{s.score:.3f} ± {s.stderr:.3f}" for s in top]
+    assert {s.index for s in top} == {1, 3}
+    for node, span in zip(page.spans(), a.spans, strict=True):
+        coloured = rgba(node["computed"])[3] > 0
+        assert coloured == bool(span.significant), node
+        assert f"± {span.stderr:.3f}" in node["aria"]
+    # no answer was regenerated: the detail says what the score means instead of an empty diff
+    page.page.locator("#root .pa-span").nth(1).click()
+    d = page.detail()
+    assert d["head"].startswith(f"span 1 · score {a.spans[1].score:.3f} ± {a.spans[1].stderr:.3f}")
+    assert "Not regenerated" in d["diffText"] and '"Lyon"' in d["diffText"]
+    page.page.locator("#root .pa-span").nth(2).click()
+    assert "below the noise floor" in page.detail()["head"]
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.page.locator("#wrap").screenshot(path=str(SCREENSHOTS / "widget-surrogate.png"))
+    assert page.errors == []
