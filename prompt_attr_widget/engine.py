@@ -50,6 +50,7 @@ from .plan import (
 from .schema import BackendRecord, Evaluation, Faithfulness, RunRecord
 from .score import UNITS, cosine, distance_score, resolve_target, target_lost
 from .segment import Span, render, segment
+from .surrogate import BOOTSTRAP
 
 LIVE_REFIT_EVERY = 8  # surrogate runs refit and send an estimate every this many masks
 
@@ -300,11 +301,11 @@ class _Run:
             eta_s=None if eta is None else round(eta, 3),
         )
 
-    def estimate(self, round_: int) -> Estimate:
+    def estimate(self, round_: int, *, live: bool = False) -> Estimate:
         c = self.config
         self.scores, fit = estimate(
             c.method, len(self.spans), list(self.evaluated.values()), self.noise,
-            masks=self.masks, keep_prob=c.keep_prob, seed=c.seed,
+            masks=self.masks, keep_prob=c.keep_prob, seed=c.seed, bootstrap=0 if live else BOOTSTRAP,
         )
         return Estimate(round=round_, attribution=self.scores, surrogate=fit)
 
@@ -315,8 +316,8 @@ class _Run:
             async for event in self.run_pass(self.masks, 0):
                 yield event
                 if isinstance(event, Evaluated) and len(self.evaluated) % LIVE_REFIT_EVERY == 0:
-                    yield self.estimate(0)  # the heat-map fills in while masks arrive
-            yield self.estimate(0)
+                    yield self.estimate(0, live=True)  # the heat-map fills in while masks arrive
+            yield await asyncio.to_thread(self.estimate, 0)  # the bootstrap runs off the event loop
             return
         if self.straight_to_loo():
             async for event in self.run_pass([g.dropped for g in leave_one_out(n)], 0):

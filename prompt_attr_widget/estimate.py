@@ -33,11 +33,16 @@ def estimate(
     masks: list[tuple[int, ...]] | None = None,
     keep_prob: float = 0.5,
     seed: int = 42,
+    bootstrap: int = surrogate.BOOTSTRAP,
 ) -> tuple[list[SpanScore], SurrogateFit | None]:
-    """The attribution of the attribution-purpose evaluations so far, flagged against the noise."""
+    """The attribution of the attribution-purpose evaluations so far, flagged against the noise.
+
+    `bootstrap=0` skips the surrogate's standard errors: live refits while
+    masks arrive only need the weights, and the final fit pays for them.
+    """
     used = [e for e in evaluations if e.purpose == "attribution"]
     if method == "surrogate":
-        scores, fit = surrogate_spans(n_spans, used, masks, keep_prob, seed)
+        scores, fit = surrogate_spans(n_spans, used, masks, keep_prob, seed, bootstrap)
     else:
         groups = {Group(min(e.dropped), max(e.dropped) + 1): e for e in used if e.dropped}
         scores, fit = attribute_spans(n_spans, groups), None
@@ -74,6 +79,7 @@ def surrogate_spans(
     masks: list[tuple[int, ...]] | None,
     keep_prob: float,
     seed: int,
+    bootstrap: int,
 ) -> tuple[list[SpanScore], SurrogateFit | None]:
     """Fit the surrogate on every planned mask evaluated so far (repeated masks count twice)."""
     by_mask = {tuple(e.dropped): e.score for e in evaluations}
@@ -83,7 +89,7 @@ def surrogate_spans(
     if len(rows) < 4:
         return [], None  # too few masks to fit anything
     x = surrogate.deleted_matrix(rows, n_spans)
-    result = surrogate.fit(x, [by_mask[m] for m in rows], seed=seed)
+    result = surrogate.fit(x, [by_mask[m] for m in rows], seed=seed, bootstrap=bootstrap)
     scores = [
         SpanScore(
             index=i,

@@ -151,7 +151,7 @@ def test_surrogate_ranks_both_copies_of_a_fact_stated_twice_where_loo_does_not(r
     assert all(sur.spans[i].significant for i in copies)
     assert not any(sur.spans[i].significant for i in set(range(len(sur.spans))) - copies)
     fit = sur.record.surrogate
-    assert fit.keep_prob == 0.5 and 4 <= fit.masks <= 32 and fit.bootstrap == 200
+    assert fit.keep_prob == 0.5 and 4 <= fit.masks <= 32 and fit.bootstrap == 100
     assert all(s.stderr is not None and s.stderr >= 0 for s in sur.spans)
     # deleting the two copies together is what the check measures
     assert sur.record.faithfulness.top_k == [1, 3] and sur.record.faithfulness.top_k_score == pytest.approx(2.95)
