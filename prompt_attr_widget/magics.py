@@ -93,8 +93,8 @@ class AttributeMagics(Magics):
         prompt = _fill_placeholders(cell, self.shell.user_ns) if args.format else cell
         if not prompt.strip():
             _fail("the cell is empty: write the prompt to attribute below the %%attribute line")
-        options = run_options(args)
         try:
+            options = run_options(args)
             config = AttributionConfig.build(**{k: v for k, v in options.items() if k != "runs_dir"})
             segment(prompt, config.segment, window_tokens=config.window_tokens)
             backend = resolve_backend(config)

@@ -78,6 +78,14 @@ def test_options_reach_the_run(shell, runs_dir):
     assert r.baseline == "Brief You Tutor"  # the system message is sent too; max 3 words
 
 
+def test_target_and_surrogate_options(shell, runs_dir):
+    run_ok(shell, f"%%attribute --model fake:logprob --segment line --method surrogate --masks 16 --target 'Paris' --out r\n{PROMPT}")
+    r = shell.user_ns["r"]
+    assert r.record.scorer == "logprob" and r.record.target.text == "Paris"
+    assert r.record.surrogate.masks <= 16 and r.method == "surrogate"
+    assert "Paris" in r.spans[r.top(1)[0].index].text and r.top(1)[0].significant
+
+
 def test_runs_dir_option(shell, tmp_path):
     elsewhere = tmp_path / "else where"
     run_ok(shell, f"%%attribute --model fake --runs-dir '{elsewhere}' --out r\nThe Owl Sings.")
@@ -98,6 +106,9 @@ def test_runs_dir_option(shell, tmp_path):
         ("%%attribute --model fake --out a.b\nHello There", "is not a valid Python variable name"),
         ("%%attribute --model no-such-model\nHello There", "unknown model 'no-such-model'"),
         ("%%attribute --model fake --concurrency 0\nHello There", "concurrency"),
+        ("%%attribute --model fake --method random\nHello There", "invalid choice: 'random'"),
+        ("%%attribute --model fake --target-range 5\nHello There", "--target-range '5' must be START:END"),
+        ("%%attribute --model fake --scorer logprob\nHello There", "cannot score a given answer's log-probability"),
         ("%%attribute --model fake --price-in 100000 --budget 0.000001\nHello There. It is calm.", "refused: this run could cost up to"),
         ("%%attribute --model fake --format\nHello {nobody_defined_this}", "{nobody_defined_this} is not a variable"),
         ("%%attribute --model fake --format\nHello {", "cannot fill the placeholders"),
