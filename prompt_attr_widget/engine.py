@@ -89,7 +89,6 @@ class _Run:
         self.timings: dict[str, float] = {}
         self.evaluated: dict[tuple[int, ...], Evaluation] = {}  # attribution evaluations by deleted spans
         self.checks: dict[tuple[int, ...], Evaluation] = {}  # faithfulness evaluations
-        self.evaluations = 0
         self.noise = None
         self.noise_points: list = []  # what each repeated baseline answered, in the scorer's terms
         self.masks: list[tuple[int, ...]] | None = None
@@ -245,8 +244,7 @@ class _Run:
         try:
             for next_done in asyncio.as_completed(tasks):
                 ev = await next_done
-                ev.id = self.evaluations
-                self.evaluations += 1
+                ev.id = self.done  # numbered in order of arrival
                 self.done += 1
                 yield Evaluated(evaluation=ev)
                 yield self.progress()
