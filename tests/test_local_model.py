@@ -282,3 +282,31 @@ def test_default_local_run_scores_log_probabilities_and_replays_from_cache(runs_
         again = prompt_attr.attribute(PROMPT, model="local", runs_dir=runs_dir, max_tokens=48)
     assert again.record.spend.calls == 0
     assert again.record.attribution == rec.attribution
+
+
+@pytest.mark.local
+def test_an_answer_does_not_depend_on_the_previous_call():
+    """The same prompt gets the same greedy answer and log-probs whatever was asked before.
+
+    llama.cpp's KV prefix reuse evaluates a cached prompt's last token alone,
+    whose logits differ in the last bits from a batched evaluation, and
+    greedy decoding then took another path on this very prompt.
+    """
+    from prompt_attr_widget.backends.local import LocalBackend
+
+    backend = LocalBackend()
+    params = GenerationParams(max_tokens=48, temperature=0.0, seed=42)
+    italian = [{"role": "user", "content": "I want to learn to paint.\nAnswer in Italian only.\nWhere should I start?"}]
+    other = [{"role": "user", "content": "I want to learn to paint.\nWhere should I start?"}]
+
+    def ask(messages):
+        return asyncio.run(backend.complete(messages, params)).text
+
+    first = ask(italian)
+    ask(other)
+    assert ask(italian) == first  # after a prompt sharing its prefix
+    assert ask(italian) == first  # straight after itself: the whole prompt is cached
+    scored = [asyncio.run(backend.logprob(italian, first)).logprobs for _ in range(2)]
+    asyncio.run(backend.logprob(other, first))
+    scored.append(asyncio.run(backend.logprob(italian, first)).logprobs)
+    assert scored[0] == scored[1] == scored[2]

@@ -155,6 +155,12 @@ class LocalBackend:
 
     def _complete_sync(self, messages: list[dict], params: GenerationParams) -> Completion:
         llm = self._model("chat")
+        # Forget the KV cache first. Reusing the prefix shared with the previous
+        # call is faster, but the logits of a token evaluated alone differ in the
+        # last bits from the same token evaluated in a batch, and greedy decoding
+        # can then take another path: the same prompt answered differently
+        # depending on what was asked before. Reproducible beats fast.
+        llm.reset()
         try:
             out = llm.create_chat_completion(
                 messages=messages,
@@ -208,15 +214,8 @@ class LocalBackend:
         ids = prompt_ids + cont_ids
         if len(ids) > self.n_ctx:
             raise UsageError(f"prompt and answer ({len(ids)} tokens) exceed the local context ({self.n_ctx})")
-        # Keep the KV cache of the prefix shared with the previous call: masks
-        # are evaluated in keep-mask order, so most of the prompt is reused.
-        shared = 0
-        for old, new in zip(llm.input_ids[: llm.n_tokens].tolist(), ids, strict=False):
-            if old != new:
-                break
-            shared += 1
-        llm.n_tokens = min(shared, len(ids) - 1)  # eval() drops the cache past n_tokens
-        llm.eval(ids[llm.n_tokens :])
+        llm.reset()  # no KV reuse: see _complete_sync
+        llm.eval(ids)
         logits = np.asarray(llm.scores[len(prompt_ids) - 1 : len(ids) - 1], dtype=np.float64)
         logits -= logits.max(axis=1, keepdims=True)
         logz = np.log(np.exp(logits).sum(axis=1))
