@@ -1,0 +1,431 @@
+"""Faithfulness benchmark: do attribution methods find planted culprits?
+
+Each item of `items.json` is a short prompt, one span per line, whose
+answer contains a `target` text *because of* known culprit lines (a planted
+fact, a language / format instruction, a persona, a fact stated twice), or,
+for `null` items, regardless of any single line. `validate.py` first checks
+that causally on the greedy local model; only valid items are scored.
+
+For every valid item each method attributes the target on the local model
+(`segment="line"`, `faithfulness="off"`, `cache=False` so calls and wall
+time are honest, seed 42): `loo`, `hierarchical`, `surrogate` with 16, 32
+and 64 masks, and a `random` baseline (seeded random scores, 0 calls).
+Metrics, averaged over the valid planted-culprit items (all but null):
+
+* Hit@1: the top-scored span is a culprit (ties at the top count
+  fractionally: the chance a random tie-break picks a culprit);
+* MRR: mean 1/rank of the best-ranked culprit (ties get their average rank);
+* top-k del. (norm.): k = number of culprits; the score of deleting the
+  method's top-k spans together, minus the mean score of 8 seeded random
+  k-subsets, over (oracle - random) where oracle deletes the culprits;
+  items with oracle - random <= 0 are skipped (and counted);
+* LDS: Spearman correlation, on 32 held-out random keep-masks per item
+  (keep prob 0.5, seed 4242, the same masks for every method), between the
+  actual score and the sum of the method's scores over the deleted spans
+  (+ the surrogate's intercept);
+* calls / wall s: mean model calls (`record.spend.calls`) and seconds per item;
+* null clean: the share of null items where no span is flagged significant;
+* twice top-2: the share of stated_twice items with both copies in the top 2.
+
+Deletion scores come from `prompt_attr.score_deletions` (the runs' scorer:
+drop of the target's mean log-prob per token) with the call cache on, kept
+in a private folder. Run:
+
+    python benchmarks/faithfulness/run.py [--quick] [--out results.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import validate as validation  # noqa: E402  (a sibling script, not a package)
+
+SEED = 42  # the attribution runs' seed
+HELDOUT_SEED = 4242  # LDS masks: a different seed from the runs'
+HELDOUT_MASKS = 32
+RANDOM_DRAWS = 8
+MAX_TOKENS = validation.MAX_TOKENS
+METHODS: dict[str, dict | None] = {
+    "loo": {"method": "loo"},
+    "hierarchical": {"method": "hierarchical"},
+    "surrogate-16": {"method": "surrogate", "masks": 16},
+    "surrogate-32": {"method": "surrogate", "masks": 32},
+    "surrogate-64": {"method": "surrogate", "masks": 64},
+    "random": None,
+}
+QUICK_PER_KIND = 1  # --quick: the first valid item of each kind
+
+
+# --------------------------------------------------------------------------- ranking
+
+
+def ranks(scores: list[float]) -> list[float]:
+    """1-based rank of each span by score (highest first); ties share their average rank."""
+    arr = np.asarray(scores, dtype=float)
+    out = []
+    for s in arr:
+        above, tied = int((arr > s).sum()), int((arr == s).sum())
+        out.append(above + (tied + 1) / 2)
+    return out
+
+
+def hit_at_1(scores: list[float], culprits: list[int]) -> float:
+    """Whether the top span is a culprit; a tie at the top counts the culprits' share of it."""
+    top = max(scores)
+    tied = [i for i, s in enumerate(scores) if s == top]
+    return sum(i in culprits for i in tied) / len(tied)
+
+
+def reciprocal_rank(scores: list[float], culprits: list[int]) -> float:
+    r = ranks(scores)
+    return 1.0 / min(r[c] for c in culprits)
+
+
+def top_k(scores: list[float], k: int) -> list[int]:
+    """The k top spans, ties broken by position as the library's own top-k does."""
+    order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+    return sorted(order[:k])
+
+
+def both_in_top2(scores: list[float], culprits: list[int]) -> bool:
+    return set(top_k(scores, 2)) == set(culprits)
+
+
+def random_subsets(n: int, k: int, draws: int, seed: int) -> list[list[int]]:
+    rng = np.random.default_rng(seed)
+    return [sorted(rng.choice(n, size=k, replace=False).tolist()) for _ in range(draws)]
+
+
+def heldout_masks(n: int, count: int, seed: int) -> list[list[int]]:
+    """Deleted spans of `count` random keep-masks (keep prob 0.5), the library's own plan."""
+    from prompt_attr_widget.plan import random_masks
+
+    return [list(m) for m in random_masks(n, count, 0.5, seed)]
+
+
+def spearman(a, b) -> float | None:
+    from prompt_attr_widget.faithfulness import spearman as lib_spearman
+
+    return lib_spearman(list(a), list(b))
+
+
+# --------------------------------------------------------------------------- runs
+
+
+def run_method(item: dict, name: str, options: dict | None, runs_dir: Path, n: int, index: int, backend) -> dict:
+    """One attribution of one item; the per-item record the metrics are computed from."""
+    if options is None:  # the random baseline: seeded scores, no model
+        rng = np.random.default_rng(1000 + index)
+        scores = rng.random(n).tolist()
+        return {"method": name, "status": "finished", "scores": scores, "significant": [None] * n,
+                "calls": 0, "wall_s": 0.0, "intercept": 0.0}
+    import prompt_attr
+
+    t = time.perf_counter()
+    try:
+        a = prompt_attr.attribute(
+            item["prompt"], model="local", system=item.get("system"), target=item["target"],
+            segment="line", faithfulness="off", cache=False, runs_dir=str(runs_dir),
+            seed=SEED, max_tokens=MAX_TOKENS, backend=backend, **options,
+        )
+    except Exception as exc:  # noqa: BLE001 - a crash of one run is a result, not the end of the benchmark
+        return {"method": name, "status": "error", "reason": f"{type(exc).__name__}: {exc}",
+                "wall_s": round(time.perf_counter() - t, 3), "calls": None, "scores": None}
+    wall = time.perf_counter() - t
+    rec = a.record
+    by_index = {s.index: s for s in rec.attribution}
+    complete = rec.status == "finished" and len(by_index) == n
+    out = {
+        "method": name,
+        "status": rec.status if complete or rec.status != "finished" else "incomplete",
+        "reason": rec.reason,
+        "run_id": rec.run_id,
+        "baseline": rec.baseline.output if rec.baseline else None,
+        "target": rec.target.model_dump() if rec.target else None,
+        "scorer": rec.scorer,
+        "scores": [by_index[i].score for i in range(n)] if complete else None,
+        "significant": [by_index[i].significant for i in range(n)] if complete else None,
+        "stderr": [by_index[i].stderr for i in range(n)] if complete else None,
+        "noise_floor": rec.noise.floor if rec.noise else None,
+        "calls": rec.spend.calls,
+        "cache_hits": rec.spend.cache_hits,
+        "wall_s": round(wall, 3),
+        "total_ms": rec.timings_ms.get("total_ms"),
+        "intercept": rec.surrogate.intercept if rec.surrogate else 0.0,
+        "surrogate": rec.surrogate.model_dump() if rec.surrogate else None,
+    }
+    return out
+
+
+def score_item(item: dict, index: int, runs_dir: Path, methods: dict, backend, echo=print) -> dict:
+    """Every method on one item, then the deletion checks (one batched score_deletions call)."""
+    import prompt_attr
+
+    spans = prompt_attr.segment(item["prompt"], "line")
+    n, culprits = len(spans), sorted(item["culprits"])
+    result = {"id": item["id"], "kind": item["kind"], "n_spans": n, "culprits": culprits,
+              "target": item["target"], "runs": {}}
+    for name, options in methods.items():
+        r = run_method(item, name, options, runs_dir, n, index, backend)
+        result["runs"][name] = r
+        if r["status"] != "finished":
+            echo(f"    ! {item['id']} {name}: {r['status']} ({r.get('reason')})")
+
+    # Deletions: oracle (the culprits), random k-subsets, each method's top-k, held-out masks.
+    k = max(1, len(culprits))
+    randoms = random_subsets(n, k, RANDOM_DRAWS, HELDOUT_SEED + 1 + index)
+    heldout = heldout_masks(n, HELDOUT_MASKS, HELDOUT_SEED)
+    tops = {name: top_k(r["scores"], k) for name, r in result["runs"].items() if r["scores"] is not None}
+    wanted: list[list[int]] = []
+    for d in ([culprits] if culprits else []) + randoms + list(tops.values()) + heldout:
+        if d not in wanted:
+            wanted.append(d)
+    # The engine's own order (descending keep-mask): consecutive prompts share long
+    # prefixes, whose KV cache llama.cpp reuses.
+    wanted.sort(key=lambda d: (*d, n), reverse=True)
+    t = time.perf_counter()
+    try:
+        scored = prompt_attr.score_deletions(
+            item["prompt"], wanted, model="local", system=item.get("system"), target=item["target"],
+            segment="line", cache=True, max_tokens=MAX_TOKENS, seed=SEED, backend=backend,
+        )
+    except Exception as exc:  # noqa: BLE001 - e.g. the target is missing from the baseline
+        result["deletion_error"] = f"{type(exc).__name__}: {exc}"
+        echo(f"    ! {item['id']} deletions: {result['deletion_error']}")
+        for r in result["runs"].values():  # the rankings need no deletions
+            if r["scores"] is not None:
+                r["any_significant"] = any(bool(s) for s in r["significant"])
+                if culprits:
+                    r["hit1"], r["rr"] = hit_at_1(r["scores"], culprits), reciprocal_rank(r["scores"], culprits)
+        return result
+    result["deletion_s"] = round(time.perf_counter() - t, 3)
+    score_of = {tuple(d): s for d, s in zip(wanted, scored, strict=True)}
+    oracle = score_of[tuple(culprits)] if culprits else None
+    random_mean = statistics.fmean(score_of[tuple(d)] for d in randoms)
+    actual = [score_of[tuple(m)] for m in heldout]
+    result.update(oracle_score=oracle, random_scores=[score_of[tuple(d)] for d in randoms],
+                  random_mean=random_mean, heldout=heldout, heldout_scores=actual)
+
+    for name, r in result["runs"].items():
+        if r["scores"] is None:
+            continue
+        r["any_significant"] = any(bool(s) for s in r["significant"])
+        scores = r["scores"]
+        pred = [(r.get("intercept") or 0.0) + sum(scores[i] for i in m) for m in heldout]
+        r["lds"] = spearman(pred, actual)
+        r["top_k"] = tops[name]
+        r["top_k_score"] = score_of[tuple(tops[name])]
+        if culprits:
+            r["hit1"] = hit_at_1(scores, culprits)
+            r["rr"] = reciprocal_rank(scores, culprits)
+            span_ = oracle - random_mean
+            r["topk_norm"] = (r["top_k_score"] - random_mean) / span_ if span_ > 0 else None
+            if item["kind"] == "stated_twice":
+                r["twice_top2"] = both_in_top2(scores, culprits)
+    return result
+
+
+# --------------------------------------------------------------------------- summary
+
+
+def _mean(values):
+    values = [v for v in values if v is not None]
+    return statistics.fmean(values) if values else None
+
+
+def summarise(results: list[dict], methods) -> dict:
+    planted = [r for r in results if r["kind"] != "null"]
+    nulls = [r for r in results if r["kind"] == "null"]
+    twice = [r for r in results if r["kind"] == "stated_twice"]
+    rows = {}
+    for name in methods:
+        runs = [r["runs"][name] for r in planted]
+        ok = [x for x in runs if x["scores"] is not None]
+        topk = [x["topk_norm"] for x in ok if "topk_norm" in x]
+        null_runs = [r["runs"][name] for r in nulls if r["runs"][name]["scores"] is not None]
+        all_runs = [r["runs"][name] for r in results]  # failures are counted over every item
+        rows[name] = {
+            # a run that failed or stopped counts as a miss for Hit@1 and MRR
+            "hit1": _mean([x.get("hit1", 0.0) if x["scores"] is not None else 0.0 for x in runs]),
+            "mrr": _mean([x.get("rr", 0.0) if x["scores"] is not None else 0.0 for x in runs]),
+            "topk_norm": _mean(topk),
+            "topk_items": sum(v is not None for v in topk),
+            "topk_skipped": sum(v is None for v in topk),
+            "lds": _mean([x.get("lds") for x in ok]),
+            "lds_items": sum(x.get("lds") is not None for x in ok),
+            "calls": _mean([x["calls"] for x in runs]),
+            "wall_s": _mean([x["wall_s"] for x in runs]),
+            "null_clean": None if methods[name] is None or not null_runs
+            else _mean([0.0 if x["any_significant"] else 1.0 for x in null_runs]),
+            "twice_top2": _mean([1.0 if r["runs"][name].get("twice_top2") else 0.0 for r in twice
+                                 if r["runs"][name]["scores"] is not None]),
+            "failed_runs": sum(x["scores"] is None for x in all_runs),
+        }
+    return rows
+
+
+def table(rows: dict) -> str:
+    def f(v, digits=2):
+        return "—" if v is None else f"{v:.{digits}f}"
+
+    lines = [
+        "| method | Hit@1 | MRR | top-k del. (norm.) | LDS | calls | wall s | null clean | twice top-2 |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in rows.items():
+        lines.append(
+            f"| {name} | {f(r['hit1'])} | {f(r['mrr'])} | {f(r['topk_norm'])} | {f(r['lds'])} "
+            f"| {f(r['calls'], 1)} | {f(r['wall_s'], 1)} | {f(r['null_clean'])} | {f(r['twice_top2'])} |"
+        )
+    return "\n".join(lines)
+
+
+def load() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "?"
+
+
+def _write(path: str, out: dict) -> None:
+    tmp = Path(path + ".tmp")
+    tmp.write_text(json.dumps(out, indent=1, ensure_ascii=False), encoding="utf-8")
+    tmp.replace(path)  # a checkpoint is never half-written
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="Faithfulness benchmark with planted-culprit prompts (local model).")
+    ap.add_argument("--items", default=str(validation.ITEMS))
+    ap.add_argument("--quick", action="store_true", help=f"{QUICK_PER_KIND} valid item(s) of each kind only")
+    ap.add_argument("--out", default="results.json", help="per-item results (JSON), rewritten after every item")
+    ap.add_argument("--resume", action="store_true",
+                    help="continue an interrupted run from --out (its verdicts and finished items are kept)")
+    ap.add_argument("--methods", nargs="*", choices=list(METHODS), help="a subset of the methods")
+    ap.add_argument("--runs-dir", help="where the attribution runs are saved (default: a temporary folder)")
+    ap.add_argument("--summarise", metavar="RESULTS", help="print the table of a saved results file, run nothing")
+    args = ap.parse_args(argv)
+    if args.summarise:
+        saved = json.loads(Path(args.summarise).read_text(encoding="utf-8"))
+        print(table(summarise(saved["items"], saved["config"]["methods"])))
+        return 0
+
+    methods = {m: METHODS[m] for m in (args.methods or METHODS)}
+    # A private call cache for the deletion scores: never the user's, never stale.
+    cache = tempfile.TemporaryDirectory(prefix="faithfulness-cache-")
+    os.environ["PROMPT_ATTR_CACHE_DIR"] = cache.name
+    runs_tmp = None if args.runs_dir else tempfile.TemporaryDirectory(prefix="faithfulness-runs-")
+    runs_dir = Path(args.runs_dir or runs_tmp.name)
+
+    started, load_start = time.perf_counter(), load()
+    backend = validation.local_backend()  # one answer per prompt (see validate.local_backend)
+    items = validation.load_items(args.items)
+    previous = json.loads(Path(args.out).read_text(encoding="utf-8")) if args.resume and Path(args.out).exists() else None
+    if previous is not None and (previous["config"]["quick"] != args.quick or list(previous["config"]["methods"]) != list(methods)):
+        raise SystemExit(f"--resume: {args.out} was written with other options (--quick / --methods)")
+    t = time.perf_counter()
+    if previous is not None:
+        verdicts = [validation.Verdict(**v) for v in previous["verdicts"]]
+        known = {v.id for v in verdicts}
+        if known - {it["id"] for it in items}:
+            raise SystemExit(f"--resume: {args.out} has items that {args.items} no longer has")
+        valid_ids = {v.id for v in verdicts if v.valid}
+        valid = [it for it in items if it["id"] in valid_ids]
+        print(f"resuming {args.out}: {len(previous['items'])} items already scored, validation reused")
+    elif args.quick:  # validate in order, only until each kind has its quota
+        print(f"validating candidate items on the greedy local model (load {load_start})")
+        gen, valid, verdicts, per_kind = validation.Generator(backend), [], [], dict.fromkeys(validation.KINDS, 0)
+        for it in items:
+            if per_kind[it["kind"]] >= QUICK_PER_KIND:
+                continue
+            got, [v] = validation.validate([it], gen)
+            verdicts.append(v)
+            valid += got
+            per_kind[it["kind"]] += len(got)
+    else:
+        print(f"validating {len(items)} candidate items on the greedy local model (load {load_start})")
+        valid, verdicts = validation.validate(items, validation.Generator(backend))
+    validation_s = time.perf_counter() - t
+    counts = {k: sum(1 for it in valid if it["kind"] == k) for k in validation.KINDS}
+    print(f"{len(valid)} valid items ({validation_s:.0f} s to validate): {counts}")
+
+    results = list(previous["items"]) if previous else []
+    spent = dict(previous["timings_s"]) if previous else {"validation": round(validation_s, 1), "scoring": 0.0}
+    done = {r["id"] for r in results}
+    loads = list(previous["machine"]["loads"]) if previous else []
+    loads.append({"session_start": load_start})
+
+    def snapshot(final: bool) -> dict:
+        rows = summarise(results, methods)
+        return {
+            "complete": final,
+            "config": {"seed": SEED, "heldout_seed": HELDOUT_SEED, "heldout_masks": HELDOUT_MASKS,
+                       "random_draws": RANDOM_DRAWS, "max_tokens": MAX_TOKENS, "segment": "line",
+                       "methods": dict(methods), "quick": args.quick, "items": args.items},
+            "machine": {"cores": os.cpu_count(), "platform": platform.platform(),
+                        "python": platform.python_version(), "loads": loads},
+            "candidates": len(items),
+            "valid_counts": counts,
+            "invalid": [v.as_dict() for v in verdicts if not v.valid],
+            "verdicts": [v.as_dict() for v in verdicts],
+            "summary": rows,
+            "table": table(rows),
+            "timings_s": {**spent, "total": round(spent["validation"] + spent["scoring"], 1),
+                          "sessions": len(loads)},
+            "items": results,
+        }
+
+    for index, item in enumerate(valid):
+        if item["id"] in done:
+            continue
+        ti = time.perf_counter()
+        res = score_item(item, index, runs_dir, methods, backend)
+        res["item_s"] = round(time.perf_counter() - ti, 2)
+        res["load"] = load()
+        results.append(res)
+        spent["scoring"] = round(spent["scoring"] + res["item_s"], 1)
+        _write(args.out, snapshot(False))
+        brief = " ".join(
+            f"{m}={'x' if r['scores'] is None else ('hit' if r.get('hit1') == 1 else round(r.get('rr', 0), 2)) if item['culprits'] else ('clean' if not r['any_significant'] else 'flag')}"
+            for m, r in res["runs"].items()
+        )
+        print(f"  [{index + 1}/{len(valid)}] {item['id']:<22} {res['item_s']:5.1f} s  {brief}")
+        sys.stdout.flush()
+
+    order = {it["id"]: i for i, it in enumerate(valid)}
+    results.sort(key=lambda r: order[r["id"]])
+    loads[-1]["session_end"] = load()
+    out = snapshot(True)
+    rows = out["summary"]
+    print()
+    print(out["table"])
+    print()
+    any_row = next(iter(rows.values()))
+    print(f"valid items: {counts} (planted-culprit items: {len(valid) - counts['null']}, null: {counts['null']}; "
+          f"{len(items)} candidates)")
+    print(f"top-k del. (norm.): {any_row['topk_items']} items, {any_row['topk_skipped']} skipped (oracle - random <= 0)")
+    print(f"failed runs per method: { {m: r['failed_runs'] for m, r in rows.items()} }")
+    session = time.perf_counter() - started
+    print(f"time: {out['timings_s']['total']:.0f} s of work ({spent['validation']:.0f} s validation, "
+          f"{spent['scoring']:.0f} s runs and deletions) in {len(loads)} session(s), this one {session:.0f} s; "
+          f"load average {load_start} at start, {load()} at end; {os.cpu_count()} cores")
+    _write(args.out, out)
+    print(f"per-item results: {args.out}")
+    cache.cleanup()
+    if runs_tmp is not None:
+        runs_tmp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
