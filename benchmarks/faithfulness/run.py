@@ -46,7 +46,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+# One BLAS thread: idle OpenBLAS workers spin after each fit and take CPU from
+# the model's own thread on a small machine. Set before numpy is imported.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import validate as validation  # noqa: E402  (a sibling script, not a package)
@@ -310,7 +315,7 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help=f"{QUICK_PER_KIND} valid item(s) of each kind only")
     ap.add_argument("--out", default="results.json", help="per-item results (JSON), rewritten after every item")
     ap.add_argument("--resume", action="store_true",
-                    help="continue an interrupted run from --out (its verdicts and finished items are kept)")
+                    help="continue an interrupted run from --out (its verdicts and scored items are kept)")
     ap.add_argument("--methods", nargs="*", choices=list(METHODS), help="a subset of the methods")
     ap.add_argument("--runs-dir", help="where the attribution runs are saved (default: a temporary folder)")
     ap.add_argument("--summarise", metavar="RESULTS", help="print the table of a saved results file, run nothing")
@@ -326,65 +331,68 @@ def main(argv=None) -> int:
     os.environ["PROMPT_ATTR_CACHE_DIR"] = cache.name
     runs_tmp = None if args.runs_dir else tempfile.TemporaryDirectory(prefix="faithfulness-runs-")
     runs_dir = Path(args.runs_dir or runs_tmp.name)
-
     started, load_start = time.perf_counter(), load()
     backend = validation.local_backend()  # one answer per prompt (see validate.local_backend)
     items = validation.load_items(args.items)
-    previous = json.loads(Path(args.out).read_text(encoding="utf-8")) if args.resume and Path(args.out).exists() else None
-    if previous is not None and (previous["config"]["quick"] != args.quick or list(previous["config"]["methods"]) != list(methods)):
-        raise SystemExit(f"--resume: {args.out} was written with other options (--quick / --methods)")
-    t = time.perf_counter()
-    if previous is not None:
-        verdicts = [validation.Verdict(**v) for v in previous["verdicts"]]
-        known = {v.id for v in verdicts}
-        if known - {it["id"] for it in items}:
-            raise SystemExit(f"--resume: {args.out} has items that {args.items} no longer has")
-        valid_ids = {v.id for v in verdicts if v.valid}
-        valid = [it for it in items if it["id"] in valid_ids]
-        print(f"resuming {args.out}: {len(previous['items'])} items already scored, validation reused")
-    elif args.quick:  # validate in order, only until each kind has its quota
-        print(f"validating candidate items on the greedy local model (load {load_start})")
-        gen, valid, verdicts, per_kind = validation.Generator(backend), [], [], dict.fromkeys(validation.KINDS, 0)
-        for it in items:
-            if per_kind[it["kind"]] >= QUICK_PER_KIND:
-                continue
-            got, [v] = validation.validate([it], gen)
-            verdicts.append(v)
-            valid += got
-            per_kind[it["kind"]] += len(got)
-    else:
-        print(f"validating {len(items)} candidate items on the greedy local model (load {load_start})")
-        valid, verdicts = validation.validate(items, validation.Generator(backend))
-    validation_s = time.perf_counter() - t
-    counts = {k: sum(1 for it in valid if it["kind"] == k) for k in validation.KINDS}
-    print(f"{len(valid)} valid items ({validation_s:.0f} s to validate): {counts}")
 
-    results = list(previous["items"]) if previous else []
-    spent = dict(previous["timings_s"]) if previous else {"validation": round(validation_s, 1), "scoring": 0.0}
-    done = {r["id"] for r in results}
+    previous = None
+    if args.resume and Path(args.out).exists():
+        previous = json.loads(Path(args.out).read_text(encoding="utf-8"))
+        if previous["config"]["quick"] != args.quick or list(previous["config"]["methods"]) != list(methods):
+            raise SystemExit(f"--resume: {args.out} was written with other options (--quick / --methods)")
+        if previous["config"]["items_sha256"] != validation.items_digest(items):
+            raise SystemExit(f"--resume: {args.items} changed since {args.out} was written")
+        print(f"resuming {args.out}: {len(previous['verdicts'])} verdicts and {len(previous['items'])} items kept")
+    known = {v["id"]: validation.Verdict(**v) for v in previous["verdicts"]} if previous else {}
+    verdicts: list = []
+    results: list = list(previous["items"]) if previous else []
+    spent = dict(previous["timings_s"]) if previous else {"validation": 0.0, "scoring": 0.0}
     loads = list(previous["machine"]["loads"]) if previous else []
     loads.append({"session_start": load_start})
 
     def snapshot(final: bool) -> dict:
         rows = summarise(results, methods)
+        valid_ids = {v.id for v in verdicts if v.valid}
         return {
             "complete": final,
             "config": {"seed": SEED, "heldout_seed": HELDOUT_SEED, "heldout_masks": HELDOUT_MASKS,
                        "random_draws": RANDOM_DRAWS, "max_tokens": MAX_TOKENS, "segment": "line",
-                       "methods": dict(methods), "quick": args.quick, "items": args.items},
+                       "methods": dict(methods), "quick": args.quick, "items": args.items,
+                       "items_sha256": validation.items_digest(items)},
             "machine": {"cores": os.cpu_count(), "platform": platform.platform(),
                         "python": platform.python_version(), "loads": loads},
             "candidates": len(items),
-            "valid_counts": counts,
+            "valid_counts": {k: sum(1 for it in items if it["id"] in valid_ids and it["kind"] == k)
+                             for k in validation.KINDS},
             "invalid": [v.as_dict() for v in verdicts if not v.valid],
             "verdicts": [v.as_dict() for v in verdicts],
             "summary": rows,
             "table": table(rows),
-            "timings_s": {**spent, "total": round(spent["validation"] + spent["scoring"], 1),
-                          "sessions": len(loads)},
+            "timings_s": {"validation": round(spent["validation"], 1), "scoring": round(spent["scoring"], 1),
+                          "total": round(spent["validation"] + spent["scoring"], 1), "sessions": len(loads)},
             "items": results,
         }
 
+    # Validation, one checkpoint per item (--quick: in order, until each kind has its quota).
+    print(f"validating {len(items)} candidate items on the greedy local model (load {load_start})")
+    gen, per_kind = validation.Generator(backend), dict.fromkeys(validation.KINDS, 0)
+    for it in items:
+        if args.quick and per_kind[it["kind"]] >= QUICK_PER_KIND:
+            continue
+        t = time.perf_counter()
+        v = known.get(it["id"]) or validation.validate_item(it, gen)
+        spent["validation"] += 0.0 if it["id"] in known else time.perf_counter() - t
+        verdicts.append(v)
+        per_kind[it["kind"]] += v.valid
+        print(f"  {'valid  ' if v.valid else 'INVALID'} {v.id:<24} {v.kind:<13} {v.reason}")
+        if it["id"] not in known:
+            _write(args.out, snapshot(False))
+    valid_ids = {v.id for v in verdicts if v.valid}
+    valid = [it for it in items if it["id"] in valid_ids]
+    counts = {k: sum(1 for it in valid if it["kind"] == k) for k in validation.KINDS}
+    print(f"{len(valid)} valid items ({spent['validation']:.0f} s to validate): {counts}")
+
+    done = {r["id"] for r in results}
     for index, item in enumerate(valid):
         if item["id"] in done:
             continue
@@ -393,7 +401,7 @@ def main(argv=None) -> int:
         res["item_s"] = round(time.perf_counter() - ti, 2)
         res["load"] = load()
         results.append(res)
-        spent["scoring"] = round(spent["scoring"] + res["item_s"], 1)
+        spent["scoring"] += res["item_s"]
         _write(args.out, snapshot(False))
         brief = " ".join(
             f"{m}={'x' if r['scores'] is None else ('hit' if r.get('hit1') == 1 else round(r.get('rr', 0), 2)) if item['culprits'] else ('clean' if not r['any_significant'] else 'flag')}"
@@ -415,10 +423,10 @@ def main(argv=None) -> int:
           f"{len(items)} candidates)")
     print(f"top-k del. (norm.): {any_row['topk_items']} items, {any_row['topk_skipped']} skipped (oracle - random <= 0)")
     print(f"failed runs per method: { {m: r['failed_runs'] for m, r in rows.items()} }")
-    session = time.perf_counter() - started
     print(f"time: {out['timings_s']['total']:.0f} s of work ({spent['validation']:.0f} s validation, "
-          f"{spent['scoring']:.0f} s runs and deletions) in {len(loads)} session(s), this one {session:.0f} s; "
-          f"load average {load_start} at start, {load()} at end; {os.cpu_count()} cores")
+          f"{spent['scoring']:.0f} s runs and deletions) in {len(loads)} session(s), this one "
+          f"{time.perf_counter() - started:.0f} s; load average {load_start} at start, {load()} at end; "
+          f"{os.cpu_count()} cores")
     _write(args.out, out)
     print(f"per-item results: {args.out}")
     cache.cleanup()

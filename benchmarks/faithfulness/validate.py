@@ -66,26 +66,19 @@ def load_items(path: str | Path = ITEMS) -> list[dict]:
 
 
 def local_backend():
-    """The embedded local model, made deterministic: every answer is generated from scratch.
-
-    llama-cpp-python reuses the KV cache of the prefix a chat prompt shares
-    with the previous call and evaluates only the rest; the logits of that
-    partial batch differ slightly from a full evaluation, enough to flip a
-    greedy token of this tiny model. The same messages then get different
-    answers depending on the call before (the same prompt twice in a row
-    included), so a run's baseline could differ from the validated one.
-    Resetting the chat context before each completion restores one answer
-    per prompt; log-probability calls keep their prefix reuse (their scores
-    move by rounding only, and they are most of the calls).
-    """
+    """The embedded local model. It is deterministic: every call starts from an
+    empty KV cache, so an answer here is the answer an attribution run gets."""
     from prompt_attr_widget.backends.local import LocalBackend
 
-    class FreshLocalBackend(LocalBackend):
-        def _complete_sync(self, messages, params):
-            self._model("chat").reset()  # no prefix reuse: a full, reproducible evaluation
-            return super()._complete_sync(messages, params)
+    return LocalBackend()
 
-    return FreshLocalBackend()
+
+def items_digest(items: list[dict]) -> str:
+    """SHA-256 of the items, to tell whether saved results still belong to them."""
+    import hashlib
+
+    blob = json.dumps(items, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
 class Generator:

@@ -2,9 +2,9 @@
 
 Fully offline. llama.cpp contexts are not thread-safe, so every call for one
 model file runs on that file's single worker thread: calls are serialised,
-keep their submission order (which lets llama.cpp reuse the KV cache of the
-longest common prefix with the previous call), and never block the event
-loop. Models are loaded once per process and shared between runs.
+keep their submission order and never block the event loop. Every call starts
+from an empty KV cache, so an answer never depends on the call before it.
+Models are loaded once per process and shared between runs.
 """
 
 from __future__ import annotations
@@ -110,6 +110,8 @@ class LocalBackend:
         # waiting for each other, so any other busy process on a fully
         # subscribed machine slows every call many times over (measured:
         # 0.46 s idle with 2 threads, 5-170 s under load; 0.59 s with 1).
+        # Both thread counts are set: llama-cpp-python defaults the batch one
+        # (prompt evaluation, all of a log-probability call) to every core.
         self.threads = threads or max(1, (os.cpu_count() or 2) - 1)
         name = "SmolLM2-135M-Instruct" if path is None else self.path.name
         self.info = BackendInfo(
@@ -135,7 +137,8 @@ class LocalBackend:
         with _registry_lock:
             if key not in _models:
                 lc = self.llama_cpp
-                kwargs = dict(model_path=str(self.path), n_ctx=self.n_ctx, n_threads=self.threads, seed=42, verbose=False)
+                kwargs = dict(model_path=str(self.path), n_ctx=self.n_ctx, n_threads=self.threads,
+                              n_threads_batch=self.threads, seed=42, verbose=False)
                 if role == "embed":
                     kwargs.update(embedding=True, pooling_type=lc.LLAMA_POOLING_TYPE_MEAN)
                 if role == "logprob":
