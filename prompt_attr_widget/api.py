@@ -21,22 +21,24 @@ from .engine import run_events
 from .engine import score_deletions as _score_deletions
 from .errors import UsageError
 from .events import TERMINAL
+from .redact import redactor_for
 from .result import Attribution
-from .runs import RunSummary, RunWriter, new_run_id, read_run
+from .runs import RunSummary, RunWriter, read_run
 from .runs import list_runs as _list_runs
 
 EventSink = Callable[[object], None]
 
 
 async def attribute_async(
-    prompt: str,
+    prompt: str | None = None,
     *,
-    model: str = "local",
+    model: str | None = None,
     base_url: str | None = None,
     api_key: str | None = None,
     backend: Backend | None = None,
     runs_dir: str | Path | None = None,
     on_event: EventSink | Sequence[EventSink] | None = None,
+    resume: str | None = None,
     **options,
 ) -> Attribution:
     """Attribute the model's answer to the spans of `prompt`; the run is saved.
@@ -44,38 +46,95 @@ async def attribute_async(
     Options are those of `AttributionConfig` (segment, method, budget,
     concurrency, rpm, max_tokens, system, cache, ...). Pass `backend=` to
     use an already-built backend (tests, benchmarks, custom models).
+    `resume=RUN_ID` finishes a stopped run (aborted or failed) in its own
+    folder: only the options in RESUMABLE_OPTIONS may change.
     """
-    if not isinstance(prompt, str):
-        raise UsageError(f"the prompt must be text (str), not {type(prompt).__name__}")
-    config = AttributionConfig.build(model=model, base_url=base_url, **options)
+    folder = resolve_runs_dir(runs_dir)
+    store = RunWriter(folder)
+    if resume is not None:
+        stored = read_run(resume, folder)
+        config = resume_config(stored, prompt, model=model, base_url=base_url, **options)
+        prompt = stored.prompt
+    else:
+        if not isinstance(prompt, str):
+            raise UsageError(f"the prompt must be text (str), not {type(prompt).__name__}")
+        stored, config = None, AttributionConfig.build(model=model, base_url=base_url, **options)
     own_backend = backend is None
     backend = backend or resolve_backend(config, api_key=api_key)
     sinks = [on_event] if callable(on_event) else list(on_event or [])
-    folder = resolve_runs_dir(runs_dir)
-    store = RunWriter(folder)
-    cache = CallCache(cache_dir() if config.cache else None)
+    store.redactor = redactor_for(config)
+    cache = open_cache(config)
+    unreported: list = []
+    events = None
     try:
-        async for event in run_events(prompt, config, backend, cache=cache, run_id=new_run_id()):
+        if stored is None:
+            run_id = store.reserve()  # before any call: a runs folder we cannot write fails here
+        else:
+            store.resume(stored)
+            run_id = stored.run_id
+        events = run_events(prompt, config, backend, cache=cache, run_id=run_id, stored=stored, unreported=unreported)
+        async for event in events:
             if isinstance(event, TERMINAL) and store.record is not None:
                 # Backends learn part of their fingerprint from answers (OpenAI's
                 # system_fingerprint): record it before run.json is written.
                 store.record.backend.fingerprint.update(backend.info.fingerprint)
-            store.handle(event)
+            event = store.handle(event)  # as stored: with redact=True, the sinks see no secret either
             for sink in sinks:
                 sink(event)
     except (asyncio.CancelledError, KeyboardInterrupt):
-        _tell(sinks, store.end("aborted", "interrupted (Ctrl-C or Stop); every result received so far is saved"))
+        await _close(events)  # answers already back are collected into `unreported`
+        _tell(sinks, store.end("aborted", "interrupted (Ctrl-C or Stop); every result received so far is saved", unreported))
         raise
     except BaseException as exc:
-        _tell(sinks, store.end("failed", f"{type(exc).__name__}: {exc}"))
+        await _close(events)
+        _tell(sinks, store.end("failed", f"{type(exc).__name__}: {exc}", unreported))
         raise
     finally:
+        store.release()
         cache.close()
         if own_backend:
             await backend.aclose()
     if store.record is not None:
         store.record.backend.fingerprint.update(backend.info.fingerprint)
     return Attribution(store.record, folder)
+
+
+# What a resumed run may change: how it is run, never what it computes.
+RESUMABLE_OPTIONS = ("budget", "concurrency", "rpm", "timeout", "max_retries", "cache", "allow_insecure")
+
+
+def resume_config(stored, prompt: str | None, *, model: str | None, base_url: str | None, **options) -> AttributionConfig:
+    """The stored run's config, with only the options that do not change its results overridden."""
+    from .backends.openai import public_url
+
+    if stored.status in ("running", "finished"):
+        what = "is still running" if stored.status == "running" else "already finished"
+        raise UsageError(f"run {stored.run_id} {what}; only aborted or failed runs can be resumed")
+    if not stored.reproducible:  # its stored prompt is not the one the model saw (redact=True)
+        raise UsageError(f"run {stored.run_id} cannot be resumed: {stored.not_reproducible_because}; start a new run")
+    if prompt is not None and prompt != stored.prompt:
+        raise UsageError(f"the prompt differs from the one run {stored.run_id} attributed; start a new run")
+    kept = {k: v for k, v in stored.config.items() if k in AttributionConfig.model_fields}
+    if base_url is not None and public_url(base_url) == kept.get("base_url"):
+        kept["base_url"] = base_url  # the same server; its URL may hold credentials, never stored
+    before = AttributionConfig.build(**kept)
+    given = {k: v for k, v in {**options, "model": model, "base_url": base_url}.items() if v is not None}
+    asked = AttributionConfig.build(**{**kept, **given})
+    changed = [k for k in AttributionConfig.model_fields
+               if k not in RESUMABLE_OPTIONS and getattr(asked, k) != getattr(before, k)]
+    if changed:
+        raise UsageError(
+            f"a resumed run keeps the options it started with; {', '.join(changed)} cannot change "
+            f"(only {', '.join(RESUMABLE_OPTIONS)} can): start a new run instead"
+        )
+    return asked
+
+
+async def _close(events) -> None:
+    """Stop the engine's stream so it cancels its calls and hands over answers already back."""
+    if events is not None:
+        with contextlib.suppress(BaseException):
+            await events.aclose()
 
 
 async def score_deletions_async(
@@ -96,7 +155,7 @@ async def score_deletions_async(
     config = AttributionConfig.build(model=model, base_url=base_url, **options)
     own_backend = backend is None
     backend = backend or resolve_backend(config, api_key=api_key)
-    cache = CallCache(cache_dir() if config.cache else None)
+    cache = open_cache(config)
     try:
         scores, _ = await _score_deletions(prompt, [list(d) for d in deletions], config, backend, cache=cache)
         return scores
@@ -111,6 +170,11 @@ def score_deletions(prompt: str, deletions: Sequence[Sequence[int]], **kwargs) -
     return _run_sync(score_deletions_async(prompt, deletions, **kwargs))
 
 
+def open_cache(config: AttributionConfig) -> CallCache:
+    """The call cache a config asks for; read-only with redact=True, whose answers may echo a secret."""
+    return CallCache(cache_dir() if config.cache else None, read_only=config.redact)
+
+
 def _tell(sinks: list[EventSink], events: list) -> None:
     """Pass closing events to the sinks; a failing sink must not hide the real error."""
     for event in events:
@@ -119,7 +183,7 @@ def _tell(sinks: list[EventSink], events: list) -> None:
                 sink(event)
 
 
-def attribute(prompt: str, **kwargs) -> Attribution:
+def attribute(prompt: str | None = None, **kwargs) -> Attribution:
     """Synchronous `attribute_async`; also works where an event loop already runs (Jupyter)."""
     return _run_sync(attribute_async(prompt, **kwargs))
 

@@ -31,10 +31,15 @@ def cache_key(kind: str, info: BackendInfo, payload: dict) -> str:
 
 
 class CallCache:
-    """diskcache under the hood: process-safe, so parallel runs share it."""
+    """diskcache under the hood: process-safe, so parallel runs share it.
 
-    def __init__(self, directory: Path | None):
+    `read_only` serves hits but stores nothing: with redact=True an answer
+    may echo a secret of the prompt, and the cache keeps answers unmasked.
+    """
+
+    def __init__(self, directory: Path | None, read_only: bool = False):
         self._cache = None
+        self.read_only = read_only
         if directory is not None:
             import diskcache
 
@@ -49,7 +54,7 @@ class CallCache:
         return None if self._cache is None else self._cache.get(key)
 
     def set(self, key: str, value) -> None:
-        if self._cache is not None:
+        if self._cache is not None and not self.read_only:
             self._cache.set(key, value)
 
     def close(self) -> None:

@@ -1,4 +1,4 @@
-"""The `prompt-attr` command: run, ls, show.
+"""The `prompt-attr` command: run, resume, ls, show.
 
 Exit codes: 0 success, 2 usage error, 3 refused or stopped by the budget,
 1 any other failure, 130 interrupted (the partial run is saved).
@@ -16,7 +16,6 @@ from pathlib import Path
 
 from . import __version__
 from .api import attribute, list_runs, load_run
-from .config import Price
 from .cost import usd
 from .errors import BudgetRefused, PromptAttrError, UsageError
 from .events import Estimate, Progress, RunStarted
@@ -32,21 +31,34 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="attribute a prompt (FILE, or - for standard input)")
     run.add_argument("file", metavar="FILE|-")
     add_run_options(run)
-    run.add_argument("--json", action="store_true", help="print the run record as JSON on stdout")
-    run.add_argument("--no-color", action="store_true", help="plain text heat-map")
-    run.add_argument("--top", type=int, default=5, metavar="K", help="rows in the top-spans table (default 5)")
+    _add_output_options(run)
 
     ls = sub.add_parser("ls", help="list the runs in the runs folder")
     ls.add_argument("--runs-dir", help="runs folder (default $PROMPT_ATTR_RUNS_DIR or ./runs)")
     ls.add_argument("--json", action="store_true")
 
+    resume = sub.add_parser("resume", help="finish a stopped (aborted or failed) run; results already stored are not paid again")
+    resume.add_argument("run_id", metavar="RUN_ID")
+    resume.add_argument("--runs-dir")
+    resume.add_argument("--base-url", help="the server again, if its URL held credentials (they are never stored)")
+    resume.add_argument("--budget", type=float, help="maximum spend in USD for the whole run, earlier sessions included")
+    resume.add_argument("--concurrency", type=int)
+    resume.add_argument("--rpm", type=float)
+    resume.add_argument("--timeout", type=float)
+    resume.add_argument("--no-cache", action="store_true")
+    _add_output_options(resume)
+
     show = sub.add_parser("show", help="replay a saved run (no model calls); RUN_ID may be a prefix or 'latest'")
     show.add_argument("run_id", metavar="RUN_ID")
     show.add_argument("--runs-dir")
-    show.add_argument("--json", action="store_true")
-    show.add_argument("--no-color", action="store_true")
-    show.add_argument("--top", type=int, default=5, metavar="K")
+    _add_output_options(show)
     return p
+
+
+def _add_output_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print the run record as JSON on stdout")
+    p.add_argument("--no-color", action="store_true", help="plain text heat-map")
+    p.add_argument("--top", type=int, default=5, metavar="K", help="rows in the top-spans table (default 5)")
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
@@ -80,18 +92,28 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rpm", type=float, help="requests per minute limit")
     p.add_argument("--max-tokens", type=int, help="answer length cap (default 128)")
     p.add_argument("--timeout", type=float, help="seconds per request (default 60)")
+    p.add_argument("--max-retries", type=int, help="retries of a failed or broken request (default 4)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the call cache")
     p.add_argument("--runs-dir", help="runs folder (default $PROMPT_ATTR_RUNS_DIR or ./runs)")
+    p.add_argument("--allow-insecure", action="store_true", default=None,
+                   help="allow a plain http --base-url that is not this machine (only on a trusted network)")
+    p.add_argument("--redact", action="store_true", default=None,
+                   help="mask secrets (API keys, tokens, passwords, e-mails) in the saved run; the model still "
+                        "gets the real prompt; the call cache is not written; the run is marked not reproducible")
+    p.add_argument("--redact-pattern", action="append", dest="redact_patterns", metavar="REGEX",
+                   help="one more secret pattern for --redact (repeatable; a group named secret masks only itself)")
 
 
 def run_options(args: argparse.Namespace) -> dict:
     """argparse namespace → keyword arguments of attribute()."""
     price = None
     if args.price_in is not None or args.price_out is not None:
-        price = Price(input=args.price_in or 0.0, output=args.price_out or 0.0)
+        # a plain dict: AttributionConfig.build validates it, so -1 or nan is a UsageError, not a traceback
+        price = {"input": args.price_in or 0.0, "output": args.price_out or 0.0}
     names = ("model", "base_url", "embed_model", "system", "segment", "window_tokens", "method", "refine_threshold",
-             "budget", "concurrency", "rpm", "max_tokens", "timeout", "runs_dir", "masks", "keep_prob", "scorer",
-             "target", "noise_repeats", "min_effect", "faithfulness", "logprob_template", "seed")
+             "budget", "concurrency", "rpm", "max_tokens", "timeout", "max_retries", "runs_dir", "masks", "keep_prob", "scorer",
+             "target", "noise_repeats", "min_effect", "faithfulness", "logprob_template", "seed",
+             "allow_insecure", "redact", "redact_patterns")
     options = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     if args.target_range is not None:
         if args.target is not None:
@@ -132,10 +154,12 @@ class ProgressLine:
         self.stream = stream
         self.live = stream.isatty()
         self.last = 0.0
+        self.run_id: str | None = None
 
     def __call__(self, event) -> None:
         if isinstance(event, RunStarted):
             r = event.record
+            self.run_id = r.run_id
             cost = "unknown" if r.projected_usd is None else f"at most {usd(r.projected_usd)}"
             self.stream.write(f"run {r.run_id}: {len(r.spans)} spans, model {r.backend.model}, projected {cost}\n")
         elif isinstance(event, Progress) and self.live and time.monotonic() - self.last > 0.1:
@@ -172,9 +196,29 @@ def print_result(result: Attribution, *, as_json: bool, color: bool, top: int) -
 
 
 def _cmd_run(args) -> int:
-    prompt = read_prompt(args.file)
+    return _attribute_and_print(args, read_prompt(args.file), **run_options(args))
+
+
+def _cmd_resume(args) -> int:
+    names = ("runs_dir", "base_url", "budget", "concurrency", "rpm", "timeout")
+    options = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    if args.no_cache:
+        options["cache"] = False
+    print(f"resuming run {safe_terminal_text(args.run_id)}", file=sys.stderr)
+    return _attribute_and_print(args, None, resume=args.run_id, **options)
+
+
+def _attribute_and_print(args, prompt: str | None, **options) -> int:
     progress = ProgressLine()
-    result = attribute(prompt, on_event=progress, **run_options(args))
+    progress.run_id = options.get("resume")
+    try:
+        result = attribute(prompt, on_event=progress, **options)
+    except KeyboardInterrupt:
+        if progress.run_id is None:
+            raise
+        print(f"\nprompt-attr: interrupted; run {progress.run_id} is saved with every result received; "
+              f"prompt-attr resume {progress.run_id} finishes it", file=sys.stderr)
+        return 130
     if progress.live:
         sys.stderr.write("\n")
     color = not args.no_color and sys.stdout.isatty() and "NO_COLOR" not in os.environ
@@ -195,7 +239,7 @@ def _cmd_ls(args) -> int:
     print(f"{'run id':<30} {'status':<9} {'model':<24} {'spans':>5} {'evals':>5} {'spend':>9}  top span")
     for r in runs:
         spend = "?" if r.spend_usd is None else usd(r.spend_usd)
-        print(f"{r.run_id:<30} {r.status:<9} {safe_terminal_text(r.model)[:24]:<24} {r.spans:>5} {r.evaluations:>5} {spend:>9}  {safe_terminal_text(r.top_span)}")
+        print(f"{safe_terminal_text(r.run_id):<30} {r.status:<9} {safe_terminal_text(r.model)[:24]:<24} {r.spans:>5} {r.evaluations:>5} {spend:>9}  {safe_terminal_text(r.top_span)}")
     return 0
 
 
@@ -208,7 +252,7 @@ def _cmd_show(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handler = {"run": _cmd_run, "ls": _cmd_ls, "show": _cmd_show}[args.command]
+    handler = {"run": _cmd_run, "resume": _cmd_resume, "ls": _cmd_ls, "show": _cmd_show}[args.command]
     try:
         return handler(args)
     except BudgetRefused as exc:
@@ -218,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"prompt-attr: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("\nprompt-attr: interrupted; the partial run is saved (see prompt-attr ls)", file=sys.stderr)
+        print("\nprompt-attr: interrupted; the partial run is saved (see prompt-attr ls; "
+              "prompt-attr resume RUN_ID finishes it)", file=sys.stderr)
         return 130
 
 

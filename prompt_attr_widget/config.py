@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .errors import UsageError
 
@@ -66,12 +66,18 @@ class AttributionConfig(BaseModel):
     concurrency: int = Field(default=20, ge=1, le=1000)
     rpm: float | None = Field(default=None, gt=0)
     timeout: float = Field(default=60.0, gt=0)
-    max_retries: int = Field(default=2, ge=0, le=20)
+    # 4, not the SDK's 2: one failed call fails a run of hundreds, and with backoff
+    # 0.5, 1, 2, 4 s (or the server's Retry-After) 4 retries ride out a ~8 s 5xx/429
+    # storm, where 2 give up after ~1.5 s. Broken 200 answers get as many (backends/openai.py).
+    max_retries: int = Field(default=4, ge=0, le=20)
     budget: float | None = Field(default=None, ge=0)
     price: Price | None = None
     embed_price: Price | None = None
     cache: bool = True
     label: str | None = None
+    allow_insecure: bool = False  # plain http to a host that is not this machine
+    redact: bool = False  # mask secrets in the stored run; the model still gets the real prompt
+    redact_patterns: list[str] | dict[str, str] | None = None  # extra regexes (name → regex)
 
     @field_validator("model")
     @classmethod
@@ -88,6 +94,31 @@ class AttributionConfig(BaseModel):
         if isinstance(value, tuple) and not 0 <= value[0] < value[1]:
             raise ValueError(f"target range {value} must have 0 <= start < end")
         return value
+
+    @field_validator("model", "base_url", "embed_model", "system", "target", "label")
+    @classmethod
+    def _valid_unicode(cls, value):
+        """A lone surrogate cannot be sent or saved: refuse it before a run folder exists."""
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise ValueError(f"holds a lone surrogate at character {exc.start}, which is not valid Unicode text") from None
+        return value
+
+    @field_validator("redact_patterns")
+    @classmethod
+    def _patterns_compile(cls, value):
+        from .redact import compile_patterns
+
+        compile_patterns(value)  # a bad regex fails here, before any call, naming the pattern
+        return value
+
+    @model_validator(mode="after")
+    def _patterns_need_redact(self):
+        if self.redact_patterns and not self.redact:
+            raise ValueError("redact_patterns only apply with redact=True (--redact)")
+        return self
 
     @classmethod
     def build(cls, **options) -> AttributionConfig:

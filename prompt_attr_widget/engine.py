@@ -35,6 +35,7 @@ from .events import (
     RunAborted,
     RunFailed,
     RunFinished,
+    RunResumed,
     RunStarted,
 )
 from .faithfulness import RANDOM_DRAWS, predicted, random_subsets, spearman, top_k
@@ -47,7 +48,7 @@ from .plan import (
     split,
     worst_case_groups,
 )
-from .schema import BackendRecord, Evaluation, Faithfulness, RunRecord
+from .schema import BackendRecord, Evaluation, Faithfulness, RunRecord, Spend
 from .score import UNITS, cosine, distance_score, resolve_target, target_lost
 from .segment import Span, render, segment
 from .surrogate import BOOTSTRAP
@@ -77,9 +78,10 @@ def messages_for(prompt_text: str, system: str | None) -> list[dict]:
 class _Run:
     """State of one run while its events stream."""
 
-    def __init__(self, prompt, config, backend, cache, run_id, scorer):
+    def __init__(self, prompt, config, backend, cache, run_id, scorer, stored: RunRecord | None = None):
         self.prompt, self.config, self.backend, self.run_id = prompt, config, backend, run_id
         self.scorer = scorer
+        self.stored = stored  # a stopped run being resumed: its results are reused, never re-paid
         self.params = GenerationParams(config.max_tokens, config.temperature, config.seed)
         self.budget = Budget(config.budget)
         self.evaluator = Evaluator(
@@ -96,6 +98,12 @@ class _Run:
         self.started = time.perf_counter()
         self.done = 0
         self.planned = 0
+        self.unreported: list[Evaluated] = []  # answers that came back but were never streamed
+        self.tasks: list[asyncio.Future] = []  # the measurements of the batch in flight
+        # Evaluations, not just calls, are limited: an evaluation that has its answer
+        # gets its embedding before further answers are bought, so results arrive
+        # (and are saved) steadily instead of all at the end of a batch.
+        self.slots = asyncio.Semaphore(config.concurrency)
 
     def _timed(self, stage: str, since: float) -> None:
         self.timings[stage] = round(self.timings.get(stage, 0.0) + (time.perf_counter() - since) * 1000, 3)
@@ -104,6 +112,11 @@ class _Run:
         t = time.perf_counter()
         c = self.config
         self.spans = segment(self.prompt, c.segment, window_tokens=c.window_tokens, spans=c.spans)
+        if self.stored is not None and self.spans != self.stored.spans:
+            raise UsageError(
+                f"run {self.run_id} was segmented differently from what this version of prompt_attr "
+                "gives for its prompt and options, so it cannot be resumed: start a new run"
+            )
         self._timed("segment_ms", t)
         t = time.perf_counter()
         worst = self.planned_evaluations()
@@ -170,12 +183,14 @@ class _Run:
     async def baseline(self) -> AsyncIterator:
         """The baseline answer, the target within it, and what later scores compare against."""
         t = time.perf_counter()
-        self.base_call = await self.evaluator.complete(self.messages(()))
+        stored = self.stored.baseline if self.stored is not None else None
+        self.base_call = stored or await self.evaluator.complete(self.messages(()))
         answer = self.base_call.output
         try:
             self.target = resolve_target(answer, self.config.target)
         except UsageError:
-            yield BaselineDone(baseline=self.base_call)  # paid for: stored even though the run stops
+            if stored is None:
+                yield BaselineDone(baseline=self.base_call)  # paid for: stored even though the run stops
             raise
         self.answer_range = (self.target.start, self.target.end) if self.target else (0, len(answer))
         if self.scorer == "logprob":
@@ -192,7 +207,8 @@ class _Run:
             self.base_call.embed_tokens = self.base_vec.tokens
             self._add_cost(self.base_call, self.base_vec.cost_usd)
         self._timed("baseline_ms", t)
-        yield BaselineDone(baseline=self.base_call, target=self.target)
+        if stored is None:
+            yield BaselineDone(baseline=self.base_call, target=self.target)
 
     @staticmethod
     def _add_cost(call, cost: float | None) -> None:
@@ -233,6 +249,7 @@ class _Run:
             dropped=list(dropped),
             score=score,
             purpose=purpose,
+            repeat=repeat,
             **extra,
         )
 
@@ -240,7 +257,7 @@ class _Run:
         """Run measurements concurrently, yielding events as results arrive."""
         self.planned = self.done + len(jobs)
         t = time.perf_counter()
-        tasks = [asyncio.ensure_future(job) for job in jobs]
+        tasks = self.tasks = [asyncio.ensure_future(self._gated(job)) for job in jobs]
         try:
             for next_done in asyncio.as_completed(tasks):
                 ev = await next_done
@@ -249,9 +266,30 @@ class _Run:
                 yield Evaluated(evaluation=ev)
                 yield self.progress()
         finally:
-            for task in tasks:
-                task.cancel()
+            self.halt()
             self._timed("evaluate_ms", t)
+
+    async def _gated(self, job):
+        try:
+            async with self.slots:
+                return await job
+        finally:
+            job.close()  # cancelled before it started: no "never awaited" warning
+
+    def halt(self) -> None:
+        """Cancel the measurements in flight; answers already back are kept for the store.
+
+        Called when a batch ends and when the whole stream is closed from
+        outside (an interrupt in a sink): closing the outer generator does
+        not close the nested ones at once, so the run itself must stop them.
+        """
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            if task.done() and not task.cancelled() and task.exception() is None and task.result().id == -1:
+                task.result().id = self.done
+                self.done += 1
+                self.unreported.append(Evaluated(evaluation=task.result()))
 
     async def run_pass(self, masks: list[tuple[int, ...]], round_: int, purpose: str = "attribution") -> AsyncIterator:
         """Evaluate masks not evaluated yet, concurrently."""
@@ -269,7 +307,13 @@ class _Run:
 
     async def measure_noise(self) -> AsyncIterator:
         """Ask for the baseline again `repeats - 1` times; how far the answers differ is noise."""
-        jobs = [self.measure((), "noise", -1, repeat=r) for r in range(1, self.repeats)]
+        if self.stored is not None and self.stored.noise is not None:
+            self.noise = self.stored.noise
+            return
+        stored = [e for e in self.stored.evaluations if e.purpose == "noise"] if self.stored else []
+        self.noise_points = [await self._noise_point(e) for e in stored]
+        done = {e.repeat for e in stored}
+        jobs = [self.measure((), "noise", -1, repeat=r) for r in range(1, self.repeats) if r not in done]
         async for event in self._stream(jobs):
             yield event
         if self.scorer == "logprob":
@@ -284,11 +328,43 @@ class _Run:
         self.noise = noise_floor(samples, self.repeats, min_effect)
         yield NoiseMeasured(noise=self.noise)
 
+    async def _noise_point(self, e: Evaluation):
+        """What a stored repeated baseline answered, in the scorer's terms (as `measure` keeps it)."""
+        if self.scorer == "logprob":
+            return e.target_logprob
+        if self.scorer == "target_overlap" or e.output is None:
+            return e.output
+        if e.output == self.base_call.output:
+            return self.base_vec.vector
+        return (await self.evaluator.embed(e.output)).vector
+
+    def restore(self) -> None:
+        """Take a stopped run's stored evaluations as done: they are reused, never asked again."""
+        for e in self.stored.evaluations:
+            if e.purpose == "attribution":
+                self.evaluated[tuple(e.dropped)] = e
+            elif e.purpose in ("faithfulness", "heldout"):
+                self.checks[tuple(e.dropped)] = e
+        self.done = max((e.id for e in self.stored.evaluations), default=-1) + 1
+        if self.stored.spend.usd is None:
+            self.budget.unknown = True
+        else:
+            self.budget.spent = self.stored.spend.usd
+
+    def spend(self) -> Spend:
+        """Spend so far, every session of the run included (the budget already holds earlier dollars)."""
+        now = self.evaluator.spend_snapshot()
+        if self.stored is None:
+            return now
+        before = self.stored.spend
+        counts = ("calls", "cache_hits", "prompt_tokens", "completion_tokens", "embed_tokens")
+        return now.model_copy(update={k: getattr(now, k) + getattr(before, k) for k in counts})
+
     def progress(self) -> Progress:
         elapsed = time.perf_counter() - self.started
         remaining = self.planned - self.done
         eta = elapsed / self.done * remaining if self.done else None
-        spend = self.evaluator.spend_snapshot()
+        spend = self.spend()
         return Progress(
             done=self.done,
             planned=self.planned,
@@ -361,13 +437,16 @@ class _Run:
         )
 
     def total_timings(self) -> dict[str, float]:
+        """Milliseconds per stage, summed over every session of the run."""
         self.timings["total_ms"] = round((time.perf_counter() - self.started) * 1000, 3)
-        return dict(self.timings)
+        before = self.stored.timings_ms if self.stored is not None else {}
+        return {k: round(before.get(k, 0.0) + self.timings.get(k, 0.0), 3) for k in {*before, *self.timings}}
 
 
 async def choose_scorer(config: AttributionConfig, backend: Backend) -> str:
     """The scorer a run uses: log-probabilities where the backend offers them (see score.py)."""
-    can = isinstance(backend, LogprobBackend) and await backend.supports_logprob()
+    # No probe when the embedding scorer is asked for: a flaky probe must not stop such a run.
+    can = config.scorer != "embedding" and isinstance(backend, LogprobBackend) and await backend.supports_logprob()
     if config.scorer == "logprob" and not can:
         info = backend.info
         raise UsageError(
@@ -386,30 +465,53 @@ async def run_events(
     *,
     cache: CallCache,
     run_id: str,
+    stored: RunRecord | None = None,
+    unreported: list | None = None,
 ) -> AsyncIterator:
     """Stream the events of one attribution run.
 
     Usage errors found before the first call (empty prompt, bad spans, a
-    projection over budget) raise; once RunStarted is out, every ending is
-    an event.
+    projection over budget) raise; once RunStarted (or RunResumed) is out,
+    every ending is an event. With `stored`, a stopped run continues: its
+    baseline, noise floor and evaluations are reused and only the rest is
+    asked for. Answers that arrive while the stream is being stopped are
+    appended to `unreported`, so the caller can store what was paid for.
     """
-    run = _Run(prompt, config, backend, cache, run_id, await choose_scorer(config, backend))
+    info = backend.info
+    if config.budget is not None and (info.price is None or info.embed_price is None):
+        check_projection(None, config.budget, config.model)  # no price: say so before any request
+    scorer = stored.scorer if stored is not None else await choose_scorer(config, backend)
+    if stored is not None and scorer == "logprob":
+        await choose_scorer(config.model_copy(update={"scorer": "logprob"}), backend)  # still available?
+    run = _Run(prompt, config, backend, cache, run_id, scorer, stored)
+    if unreported is not None:
+        run.unreported = unreported
     record, worst = run.header()
-    check_projection(record.projected_usd, config.budget, config.model)
-    yield RunStarted(record=record, planned=worst)
+    if stored is None:
+        check_projection(record.projected_usd, config.budget, config.model)
+        yield RunStarted(record=record, planned=worst)
+    else:
+        run.restore()
+        remaining = max(0, worst - len(stored.evaluations))
+        left = None if config.budget is None else max(0.0, config.budget - (stored.spend.usd or 0.0))
+        check_projection(run.projected_cost(remaining), left, config.model)
+        yield RunResumed(at=datetime.now(timezone.utc).isoformat(timespec="milliseconds"), planned=worst)
     try:
         for stage in (run.baseline, run.measure_noise, run.passes, run.check_faithfulness):
             async for event in stage():
                 yield event
+    except GeneratorExit:
+        run.halt()  # closed by the consumer (an interrupt): stop paying, keep what came back
+        raise
     except BudgetExhausted as exc:
         if run.evaluated:  # the attribution of what was paid for, not an empty heat-map
             yield run.estimate(max(ev.round for ev in run.evaluated.values()))
-        yield RunAborted(reason=str(exc), spend=run.evaluator.spend_snapshot(), timings_ms=run.total_timings())
+        yield RunAborted(reason=str(exc), spend=run.spend(), timings_ms=run.total_timings())
         return
     except PromptAttrError as exc:
-        yield RunFailed(error=str(exc), spend=run.evaluator.spend_snapshot(), timings_ms=run.total_timings())
+        yield RunFailed(error=str(exc), spend=run.spend(), timings_ms=run.total_timings())
         return
-    yield RunFinished(spend=run.evaluator.spend_snapshot(), timings_ms=run.total_timings())
+    yield RunFinished(spend=run.spend(), timings_ms=run.total_timings())
 
 
 async def score_deletions(

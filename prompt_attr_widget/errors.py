@@ -32,7 +32,17 @@ class BudgetRefused(PromptAttrError):
 
 
 class BackendError(PromptAttrError):
-    """The model backend could not be set up or did not answer."""
+    """The model backend could not be set up or did not answer.
+
+    `transient` marks failures that may pass by themselves (5xx, 429,
+    timeouts, dropped connections, broken answers): they say nothing about
+    what the backend supports, so a capability probe must not read them
+    as "not supported".
+    """
+
+    def __init__(self, message: str = "", *, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient
 
 
 class MissingDependency(BackendError):

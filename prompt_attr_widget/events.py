@@ -29,6 +29,14 @@ class RunStarted(BaseModel):
     planned: int  # evaluations planned (an upper bound for hierarchical runs)
 
 
+class RunResumed(BaseModel):
+    """A stopped run continues in the same folder: its stored results are kept, not re-paid."""
+
+    type: Literal["run_resumed"] = "run_resumed"
+    at: str  # UTC time the resume began
+    planned: int  # evaluations planned in all, the stored ones included
+
+
 class BaselineDone(BaseModel):
     type: Literal["baseline"] = "baseline"
     baseline: Call
@@ -90,6 +98,7 @@ class RunFailed(BaseModel):
 
 Event = Annotated[
     RunStarted
+    | RunResumed
     | BaselineDone
     | NoiseMeasured
     | Evaluated

@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import html
 import re
+from collections import Counter
 
 from .schema import RunRecord, SpanScore
 
-_UNSAFE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+# C0 but tab and newline, DEL, C1, every bidi control (marks, embeddings,
+# overrides, isolates), and lone surrogates (which would crash print()).
+_UNSAFE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 
 
 def scale_max(record: RunRecord) -> float:
@@ -64,7 +67,17 @@ def run_notes(record: RunRecord) -> list[str]:
         if f.lds is not None:
             line += f"; LDS {f.lds:.2f} on {f.heldout} held-out masks"
         notes.append(line)
+    if record.redacted:
+        notes.append(redaction_note(record))
     return notes
+
+
+def redaction_note(record: RunRecord) -> str:
+    """What --redact masked, by kind (never the secrets), and what that costs."""
+    calls = [c for c in [record.baseline, *record.evaluations] if c is not None]
+    kinds = Counter(r.kind for r in [*record.redactions, *(r for c in calls for r in c.redactions)])
+    found = ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items())) or "none found"
+    return f"redacted: secrets masked in the stored run ({found}); not reproducible from the stored prompt"
 
 
 def _plus_minus(s: SpanScore) -> str:

@@ -10,19 +10,20 @@ so no id can reach outside the runs folder.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import secrets
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from .errors import PromptAttrError, RunNotFound, UsageError
-from .estimate import estimate
 from .events import (
     EVENT_ADAPTER,
     BaselineDone,
@@ -34,10 +35,15 @@ from .events import (
     RunAborted,
     RunFailed,
     RunFinished,
+    RunResumed,
     RunStarted,
 )
-from .plan import random_masks
-from .schema import RunRecord, Spend
+from .schema import RunRecord, Spend, inconsistency
+
+try:  # POSIX advisory locks: one writer per run folder
+    import fcntl
+except ImportError:  # Windows: no lock; two writers of one run are then the user's to avoid
+    fcntl = None
 
 RUN_ID = re.compile(r"^\d{8}T\d{9}Z-[0-9a-f]{8}\Z")
 _ID_PREFIX = re.compile(r"^[0-9TZa-f-]{4,30}\Z")
@@ -75,7 +81,10 @@ def apply_event(record: RunRecord | None, event) -> RunRecord | None:
         return event.record.model_copy(deep=True)
     if record is None:
         return None
-    if isinstance(event, BaselineDone):
+    if isinstance(event, RunResumed):
+        record.status, record.reason, record.finished_at = "running", None, None
+        record.resumed_at.append(event.at)
+    elif isinstance(event, BaselineDone):
         record.baseline, record.target = event.baseline, event.target
     elif isinstance(event, NoiseMeasured):
         record.noise = event.noise
@@ -96,6 +105,9 @@ def apply_event(record: RunRecord | None, event) -> RunRecord | None:
 
 def estimate_record(record: RunRecord) -> Estimate:
     """The estimate of a stored run's attribution evaluations (for runs stopped mid-pass)."""
+    from .estimate import estimate  # numpy and the fits: only stopped runs need them
+    from .plan import random_masks
+
     c = record.config
     method, n = c.get("method", "hierarchical"), len(record.spans)
     masks = random_masks(n, c["masks"], c["keep_prob"], c["seed"]) if method == "surrogate" else None
@@ -126,53 +138,124 @@ def _now() -> str:
 
 
 class RunWriter:
-    """The run-store sink: persists every event as it arrives."""
+    """The run-store sink: persists every event as it arrives.
 
-    def __init__(self, runs_dir: Path):
+    The run's folder is reserved before the first model call (`reserve`), so
+    an unwritable or full runs folder is reported before anything is paid
+    for, and two processes can never pick the same id. While the writer
+    lives it holds an exclusive lock on the folder, so a run cannot be
+    resumed while another process still writes it.
+    """
+
+    def __init__(self, runs_dir: Path, redactor: Callable | None = None):
         self.runs_dir = Path(runs_dir)
+        self.redactor = redactor  # masks secrets in each event before it is stored (redact=True)
         self.record: RunRecord | None = None
+        self.run_id: str | None = None
         self._events = None
+        self._started = False  # the run's first event is on disk (a resumed run's always is)
 
     @property
     def path(self) -> Path:
-        return self.runs_dir / self.record.run_id
+        return self.runs_dir / self.run_id
 
-    def handle(self, event) -> None:
+    def reserve(self) -> str:
+        """Create a new run's folder under a fresh id (retrying on the rare clash) and lock it."""
+        try:
+            self.runs_dir.mkdir(parents=True, exist_ok=True)
+            while True:
+                run_id = new_run_id()
+                with contextlib.suppress(FileExistsError):
+                    (self.runs_dir / run_id).mkdir()
+                    break
+        except OSError as exc:
+            raise _disk_error("write the run to", self.runs_dir, exc) from None
+        self.run_id = run_id
+        self._open_events()
+        return run_id
+
+    def resume(self, record: RunRecord) -> None:
+        """Continue a stored run in its own folder (locked: one writer at a time)."""
+        self.run_id, self.record = record.run_id, record.model_copy(deep=True)
+        self._started = True
+        self._open_events()
+
+    def release(self) -> None:
+        """Unlock. A folder that holds no usable run (refused before it began, or its first
+        event never reached the disk) is removed, so no half-made run is left behind."""
+        if self._events is not None and not self._events.closed:
+            with contextlib.suppress(OSError):
+                self._events.close()  # closing the file releases its lock
+        if self.run_id is None or self._started:
+            return
+        for name in ("events.jsonl", "run.json", "summary.json"):
+            with contextlib.suppress(OSError):
+                (self.path / name).unlink()
+        with contextlib.suppress(OSError):
+            self.path.rmdir()
+
+    def handle(self, event):
+        """Store one event; returns it as stored (redacted), which is what other sinks should see."""
         if isinstance(event, Progress):
-            return  # derivable from the other events; not worth the disk
+            return event  # derivable from the other events; not worth the disk
+        if self.redactor is not None:
+            event = self.redactor(event)
         self.record = apply_event(self.record, event)
         if isinstance(event, RunStarted):
+            self.run_id = self.record.run_id
             self._open()
         self._append(event)
+        self._started = True
+        if isinstance(event, RunResumed):
+            self._write_record()  # readers see it running again
         if self.record.status != "running":
             self._close()
+        return event
 
-    def end(self, status: str, reason: str) -> list:
+    def end(self, status: str, reason: str, received: list | tuple = ()) -> list:
         """Close a run that ended outside the event stream (interrupt, crash in a sink).
 
-        The attribution of what was already evaluated is computed first, so a
-        stopped run replays with its scores, not as a blank heat-map. Returns
-        the closing events, so the caller can pass them on to other sinks.
+        `received` are evaluations that came back but were not streamed yet:
+        paid for, so they are stored first. Then the attribution of what was
+        evaluated is computed, so a stopped run replays with its scores, not
+        as a blank heat-map. Returns the events written, so the caller can
+        pass them on to other sinks.
         """
-        if self.record is None or self.record.status != "running" or self._events is None:
+        if self.record is None or self.record.status != "running" or self._events is None or self._events.closed:
             return []  # never started, already closed, or its folder could not be made
-        events = []
+        events = [self.handle(event) for event in received]
+        closing = []
         if any(e.purpose == "attribution" for e in self.record.evaluations):
-            events.append(estimate_record(self.record))
+            closing.append(estimate_record(self.record))
         spend = tally_spend(self.record)
-        events.append(RunAborted(reason=reason, spend=spend) if status == "aborted" else RunFailed(error=reason, spend=spend))
-        for event in events:
-            self.handle(event)
-        return events
+        closing.append(RunAborted(reason=reason, spend=spend) if status == "aborted" else RunFailed(error=reason, spend=spend))
+        return events + [self.handle(event) for event in closing]
 
     def _open(self) -> None:
         try:
-            self.runs_dir.mkdir(parents=True, exist_ok=True)
-            self.path.mkdir()
-            self._events = open(self.path / "events.jsonl", "a", encoding="utf-8")  # noqa: SIM115 - open for the run's life
+            if self._events is None:  # not reserved: events fed in directly
+                self.path.mkdir(parents=True, exist_ok=True)
+                self._open_events()
             self._write_record()
         except OSError as exc:
             raise _disk_error("write the run to", self.runs_dir, exc) from None
+
+    def _open_events(self) -> None:
+        """Open events.jsonl for appending and lock it for as long as the run is written."""
+        try:
+            self._events = open(self.path / "events.jsonl", "a", encoding="utf-8")  # noqa: SIM115 - open for the run's life
+        except OSError as exc:
+            raise _disk_error("append to", self.path / "events.jsonl", exc) from None
+        if fcntl is None:
+            return
+        try:
+            fcntl.flock(self._events.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._events.close()
+            raise UsageError(
+                f"run {self.run_id} is being written by another process right now; "
+                "wait for it to end (or stop it) first"
+            ) from None
 
     def _append(self, event) -> None:
         try:
@@ -182,13 +265,16 @@ class RunWriter:
             raise _disk_error("append to", self.path / "events.jsonl", exc) from None
 
     def _write_record(self) -> None:
-        atomic_write_json(self.path / "run.json", self.record.model_dump_json(indent=1))
+        data = self.record.model_dump_json(indent=1)
+        atomic_write_json(self.path / "run.json", data)
+        summary = {**asdict(summarise(self.record)), "run_json_bytes": len(data.encode("utf-8"))}
+        atomic_write_json(self.path / "summary.json", json.dumps(summary, ensure_ascii=False))
 
     def _close(self) -> None:
         try:
             os.fsync(self._events.fileno())
-            self._events.close()
             self._write_record()
+            self._events.close()  # and with it the lock
         except OSError as exc:
             raise _disk_error("finish the run in", self.path, exc) from None
 
@@ -232,6 +318,9 @@ def read_run(run_id: str, runs_dir: Path) -> RunRecord:
         record = replay_events(path) or record
     if record is None:
         raise PromptAttrError(f"run {path.name} has neither a readable run.json nor events")
+    problem = inconsistency(record)
+    if problem:
+        raise PromptAttrError(f"run {path.name} is corrupted ({problem})")
     return record
 
 
@@ -266,28 +355,49 @@ class RunSummary:
     top_span: str
 
 
+def summarise(record: RunRecord) -> RunSummary:
+    top = max(record.attribution, key=lambda s: s.score, default=None)
+    top_text = record.spans[top.index].text if top else ""
+    return RunSummary(
+        run_id=record.run_id,
+        created_at=record.created_at,
+        status=record.status,
+        model=record.backend.model,
+        spans=len(record.spans),
+        evaluations=len(record.evaluations),
+        spend_usd=record.spend.usd,
+        top_span=" ".join(top_text.split())[:60],
+    )
+
+
+def _stored_summary(path: Path) -> RunSummary | None:
+    """The run's summary.json, if it is there and still describes its run.json.
+
+    A run still marked running is left to `read_run` (it may have died and
+    need rebuilding), and so is a run.json whose size changed since its
+    summary was written (truncated, edited or corrupted).
+    """
+    try:
+        data = json.loads((path / "summary.json").read_bytes())
+        size = data.pop("run_json_bytes")
+        summary = RunSummary(**data)
+        fresh = (path / "run.json").stat().st_size == size
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+    return summary if fresh and summary.status != "running" and summary.run_id == path.name else None
+
+
 def list_runs(runs_dir: Path) -> list[RunSummary]:
+    """Every run in the folder, oldest first; quick: a small summary.json per run is enough."""
     out = []
     for run_id in run_ids(runs_dir):
-        try:
-            r = read_run(run_id, runs_dir)
-        except PromptAttrError as exc:
-            out.append(RunSummary(run_id, "?", "corrupt", "?", 0, 0, None, str(exc)[:60]))
-            continue
-        top = max(r.attribution, key=lambda s: s.score, default=None)
-        top_text = r.spans[top.index].text if top else ""
-        out.append(
-            RunSummary(
-                run_id=r.run_id,
-                created_at=r.created_at,
-                status=r.status,
-                model=r.backend.model,
-                spans=len(r.spans),
-                evaluations=len(r.evaluations),
-                spend_usd=r.spend.usd,
-                top_span=" ".join(top_text.split())[:60],
-            )
-        )
+        summary = _stored_summary(Path(runs_dir) / run_id)
+        if summary is None:
+            try:
+                summary = summarise(read_run(run_id, runs_dir))
+            except PromptAttrError as exc:
+                summary = RunSummary(run_id, "?", "corrupt", "?", 0, 0, None, str(exc)[:60])
+        out.append(summary)
     return out
 
 

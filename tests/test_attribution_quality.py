@@ -206,9 +206,10 @@ def test_a_surrogate_run_stopped_midway_keeps_a_fitted_attribution(runs_dir):
     with pytest.raises(KeyboardInterrupt):
         run(TWICE, runs_dir, method="surrogate", target="Lyon", on_event=stop_after_12)
     saved = prompt_attr.load_run("latest", runs_dir)
-    assert saved.status == "aborted" and len(saved.record.evaluations) == 12
+    # the 12 streamed, and any answers already back when the stop came (paid for, so kept)
+    assert saved.status == "aborted" and 12 <= len(saved.record.evaluations) < 32
     assert len(saved.record.attribution) == len(saved.spans)
-    assert saved.record.surrogate is not None and saved.record.surrogate.masks <= 12
+    assert saved.record.surrogate is not None and saved.record.surrogate.masks <= len(saved.record.evaluations)
 
 
 # --- noise ---------------------------------------------------------------------------------------

@@ -229,10 +229,12 @@ def test_unknown_price_with_budget_through_attribute(runs_dir):
         prompt_attr.attribute("Alpha one. Beta two.", backend=backend, runs_dir=runs_dir, budget=1.0)
     assert backend.calls == 0
     assert not runs_dir.exists() or not any(runs_dir.iterdir())
-    # an OpenAI-compatible server has no known price either; nothing is called
+    # an OpenAI-compatible server has no known price either; nothing is called (the embedding
+    # scorer needs no log-probability probe)
     with pytest.raises(UsageError, match="price"):
         prompt_attr.attribute(
-            "Alpha one. Beta two.", model="x", base_url="http://127.0.0.1:9/v1", runs_dir=runs_dir, budget=1.0
+            "Alpha one. Beta two.", model="x", base_url="http://127.0.0.1:9/v1", runs_dir=runs_dir, budget=1.0,
+            scorer="embedding",
         )
     # with an explicit price the same server passes the check (and then fails to connect)
     a = prompt_attr.attribute(
@@ -245,6 +247,7 @@ def test_unknown_price_with_budget_through_attribute(runs_dir):
         embed_price=Price(input=1),
         timeout=2,
         max_retries=0,
+        scorer="embedding",
     )
     assert a.status == "failed"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 
@@ -78,7 +79,8 @@ def test_openai_model_without_api_key(model, runs_dir):
 def test_api_key_never_reaches_the_run_or_the_error(runs_dir, monkeypatch):
     secret = "sk-test-SECRET-0123456789"
     a = prompt_attr.attribute(
-        PROMPT, model="x", base_url="http://127.0.0.1:9/v1", api_key=secret, timeout=2, max_retries=0, runs_dir=runs_dir
+        PROMPT, model="x", base_url="http://127.0.0.1:9/v1", api_key=secret, timeout=2, max_retries=0, runs_dir=runs_dir,
+        scorer="embedding",  # no log-probability probe: the run starts, and fails as a stored run
     )
     assert a.status == "failed"
     for name in ("run.json", "events.jsonl"):
@@ -131,7 +133,11 @@ def test_bad_user_spans_through_attribute(runs_dir, fake):
 def test_unreachable_server_fails_the_run_quickly(runs_dir):
     url = "http://127.0.0.1:9/v1"
     start = time.perf_counter()
-    a = prompt_attr.attribute(PROMPT, model="x", base_url=url, timeout=2, max_retries=0, runs_dir=runs_dir)
+    # The scorer is unknown until the server answers the log-probability probe: no run starts.
+    with pytest.raises(BackendError, match=re.escape(f"could not reach {url}")) as info:
+        prompt_attr.attribute(PROMPT, model="x", base_url=url, timeout=2, max_retries=0, runs_dir=runs_dir)
+    assert "--base-url" in str(info.value) and info.value.transient and no_runs(runs_dir)
+    a = prompt_attr.attribute(PROMPT, model="x", base_url=url, timeout=2, max_retries=0, runs_dir=runs_dir, scorer="embedding")
     assert time.perf_counter() - start < 10
     assert a.status == "failed"
     assert url in a.record.reason and "--base-url" in a.record.reason
@@ -143,7 +149,8 @@ def test_unreachable_server_fails_the_run_quickly(runs_dir):
 
 def test_credentials_in_base_url_are_not_stored(runs_dir):
     a = prompt_attr.attribute(
-        PROMPT, model="x", base_url="http://user:pw@127.0.0.1:9/v1?token=abc", timeout=2, max_retries=0, runs_dir=runs_dir
+        PROMPT, model="x", base_url="http://user:pw@127.0.0.1:9/v1?token=abc", timeout=2, max_retries=0, runs_dir=runs_dir,
+        scorer="embedding",
     )
     assert a.status == "failed"
     assert a.record.backend.base_url == a.record.config["base_url"] == "http://127.0.0.1:9/v1"

@@ -126,7 +126,9 @@ def test_bad_input_is_one_usage_error_line(shell, capsys, runs_dir, cell, messag
 
 
 def test_budget_without_a_price_is_one_line(shell, capsys, runs_dir):
-    text = usage_error(shell, capsys, "%%attribute --model my-model --base-url http://127.0.0.1:9/v1 --budget 0.01\nHello There")
+    # --scorer embedding: no log-probability probe, so not one call is made before the refusal
+    cell = "%%attribute --model my-model --base-url http://127.0.0.1:9/v1 --scorer embedding --budget 0.01\nHello There"
+    text = usage_error(shell, capsys, cell)
     assert "no known price" in text
 
 

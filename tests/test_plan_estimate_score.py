@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from prompt_attr_widget.errors import BackendError
 from prompt_attr_widget.estimate import attribute_spans
 from prompt_attr_widget.plan import (
     Group,
@@ -300,7 +301,7 @@ def test_zero_vectors():
 
 
 def test_size_mismatch_raises():
-    with pytest.raises(ValueError, match="sizes differ"):
+    with pytest.raises(BackendError, match=r"sizes differ \(2 vs 3 numbers\)"):  # a run fails, explained
         cosine([1.0, 2.0], [1.0, 2.0, 3.0])
 
 

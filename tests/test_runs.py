@@ -120,7 +120,7 @@ def test_run_json_is_written_at_start_and_at_the_end(runs_dir):
     final = json.loads((a.path / "run.json").read_text("utf-8"))
     assert final["status"] == "finished"
     assert len(final["evaluations"]) == len(a.record.evaluations) > 0
-    assert sorted(p.name for p in a.path.iterdir()) == ["events.jsonl", "run.json"]  # no temp files left
+    assert sorted(p.name for p in a.path.iterdir()) == ["events.jsonl", "run.json", "summary.json"]  # no temp files left
 
 
 def test_atomic_write_keeps_the_old_file_when_the_write_fails(tmp_path, monkeypatch):

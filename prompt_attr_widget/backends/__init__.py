@@ -7,6 +7,7 @@ OpenAI model name such as `gpt-4o-mini`, any name together with a base URL
 
 from __future__ import annotations
 
+import os
 import re
 
 from ..config import AttributionConfig
@@ -37,8 +38,11 @@ def resolve_backend(config: AttributionConfig, api_key: str | None = None) -> Ba
         model = rest if kind == "openai" else spec
         if not model:
             raise UsageError("openai: needs a model name, for example openai:gpt-4o-mini")
+        from ..endpoint import check_endpoint
         from .openai import OpenAIBackend
 
+        # The SDK falls back to OPENAI_BASE_URL: that is where the prompts would go.
+        check_endpoint(config.base_url or os.environ.get("OPENAI_BASE_URL"), config.allow_insecure)
         return OpenAIBackend(
             model,
             base_url=config.base_url,

@@ -1,13 +1,21 @@
 """OpenAI and any OpenAI-compatible server (vLLM, Ollama, llama.cpp's server).
 
 The official `AsyncOpenAI` client does the HTTP work, including its own
-retries with exponential backoff on 429 and 5xx; this module only turns its
-exceptions into sentences a user can act on, with the URL named and the API
-key never repeated.
+retries with exponential backoff (honouring Retry-After) on 429, 5xx,
+timeouts and dropped connections. What it does not retry is a broken 200:
+truncated JSON (it raises json.JSONDecodeError), a page that is not JSON at
+all (it returns the text as a str; embeddings raise AttributeError), an
+empty `choices` list (returned as is; embeddings raise ValueError) or
+embeddings of a new size. This module asks again for those (`_ask`), and
+turns every failure into a sentence a user can act on, naming the fault
+and the URL, never repeating the API key, and saying whether it may pass
+by itself (`BackendError.transient`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 from urllib.parse import urlsplit, urlunsplit
 
@@ -19,6 +27,11 @@ from .base import BackendInfo, Completion, Embeddings, GenerationParams, TokenLo
 OFFICIAL_URL = "https://api.openai.com/v1"
 DEFAULT_EMBED_MODEL = "text-embedding-3-small"
 NO_KEY_PLACEHOLDER = "no-key-required"
+MALFORMED_BACKOFF_S = 0.25  # first wait before asking again after a broken answer; doubles
+
+
+class _Malformed(Exception):
+    """A 200 answer that cannot be used; the message names what is wrong with it."""
 
 
 def public_url(url: str | None) -> str | None:
@@ -43,7 +56,7 @@ class OpenAIBackend:
         api_key: str | None = None,
         embed_model: str | None = None,
         timeout: float = 60.0,
-        max_retries: int = 2,
+        max_retries: int = 4,
         price: Price | None = None,
         embed_price: Price | None = None,
         logprob_template: str = "chatml",
@@ -63,6 +76,8 @@ class OpenAIBackend:
         self._secret = key
         self._official = official
         self._logprob_ok: bool | None = None
+        self._embed_size: int | None = None  # of the first embeddings: a model's size never changes
+        self.max_retries = max_retries
         self.logprob_template = logprob_template
         self.url = public_url(base_url) or OFFICIAL_URL
         self.timeout = timeout
@@ -85,22 +100,23 @@ class OpenAIBackend:
         )
 
     async def complete(self, messages: list[dict], params: GenerationParams) -> Completion:
-        try:
-            resp = await self.client.chat.completions.create(
+        return await self._ask(
+            self.info.model,
+            lambda: self.client.chat.completions.create(
                 model=self.info.model,
                 messages=messages,
                 max_tokens=params.max_tokens,
                 temperature=params.temperature,
                 seed=params.seed,
-            )
-        except self._openai.OpenAIError as exc:
-            raise self._explain(exc, self.info.model) from None
-        if not getattr(resp, "choices", None):
-            raise BackendError(f"malformed response from {self.url}: it has no choices")
-        choice = resp.choices[0]
+            ),
+            self._completion,
+        )
+
+    def _completion(self, resp) -> Completion:
+        choice = _first_choice(resp)
         text = choice.message.content if choice.message else None
         if text is None:
-            raise BackendError(f"malformed response from {self.url}: the choice has no message text")
+            raise _Malformed("an answer whose choice has no message text")
         if resp.system_fingerprint:
             self.info.fingerprint["system_fingerprint"] = resp.system_fingerprint
         usage = resp.usage
@@ -113,37 +129,56 @@ class OpenAIBackend:
         )
 
     async def embed(self, texts: list[str]) -> Embeddings:
-        try:
-            resp = await self.client.embeddings.create(model=self.info.embed_model, input=texts)
-        except self._openai.OpenAIError as exc:
-            raise self._explain(exc, self.info.embed_model) from None
+        return await self._ask(
+            self.info.embed_model,
+            lambda: self.client.embeddings.create(model=self.info.embed_model, input=texts),
+            lambda resp: self._embeddings(resp, len(texts)),
+        )
+
+    def _embeddings(self, resp, asked: int) -> Embeddings:
         data = sorted(getattr(resp, "data", None) or [], key=lambda d: d.index)
-        if len(data) != len(texts) or any(not d.embedding for d in data):
-            raise BackendError(
-                f"malformed embeddings from {self.url}: asked for {len(texts)}, got {len(data)}"
-            )
+        if len(data) != asked or any(not d.embedding for d in data):
+            raise _Malformed(f"{len(data)} embeddings for {asked} texts")
         if any(not all(isinstance(x, (int, float)) for x in d.embedding) for d in data):
-            # llama.cpp without a pooling type answers one vector per token.
+            # llama.cpp without a pooling type answers one vector per token: a setting, not a fault.
             raise BackendError(
                 f"malformed embeddings from {self.url}: expected one flat vector of numbers per text "
                 "(does the server pool its embeddings? llama.cpp needs a pooling type such as mean)"
             )
         vectors = [list(map(float, d.embedding)) for d in data]
-        if len({len(v) for v in vectors}) != 1:
-            raise BackendError(f"malformed embeddings from {self.url}: vectors differ in size")
+        expected = self._embed_size or len(vectors[0])
+        other = sorted({len(v) for v in vectors} - {expected})
+        if other:
+            # Scores compare every answer's embedding with the baseline's: a vector of
+            # another size cannot be compared, so it is asked for again, never used.
+            raise _Malformed(f"embeddings of {other[0]} numbers (the first had {expected})")
+        self._embed_size = expected
         usage = getattr(resp, "usage", None)
         return Embeddings(vectors=vectors, prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0)
 
     async def supports_logprob(self) -> bool:
-        """Probe once with a one-token completion (the official API has no prompt log-probs)."""
-        if self._logprob_ok is None:
+        """Probe once with a one-token completion (the official API has no prompt log-probs).
+
+        Only a clear "no" (a 4xx such as 404, or an answer without log-probs)
+        means no. A transient failure (5xx, timeouts, dropped connections,
+        broken answers, after retries) raises instead: quietly falling back
+        to the embedding scorer would change what the run measures.
+        """
+        if self._logprob_ok is None and self._official:
             self._logprob_ok = False
-            if not self._official:
-                try:
-                    probe = await self.logprob([{"role": "user", "content": "Hi"}], "Hello")
-                    self._logprob_ok = bool(probe.logprobs)
-                except BackendError:
-                    pass
+        if self._logprob_ok is None:
+            try:
+                probe = await self.logprob([{"role": "user", "content": "Hi"}], "Hello")
+            except BackendError as exc:
+                if exc.transient:
+                    raise BackendError(
+                        f"{exc} (while checking whether {self.url} offers prompt log-probabilities; "
+                        "--scorer embedding skips that check)",
+                        transient=True,
+                    ) from None
+                self._logprob_ok = False
+            else:
+                self._logprob_ok = bool(probe.logprobs)
         return self._logprob_ok
 
     async def logprob(self, messages: list[dict], continuation: str) -> TokenLogprobs:
@@ -154,15 +189,18 @@ class OpenAIBackend:
         the messages with blank lines), the answer appended, and the
         server asked to echo the log-probability of every prompt token.
         """
-        prefix = render_chat(messages, self.logprob_template)
-        text = prefix + continuation
-        try:
-            resp = await self.client.completions.create(
+        text = render_chat(messages, self.logprob_template) + continuation
+        return await self._ask(
+            self.info.model,
+            lambda: self.client.completions.create(
                 model=self.info.model, prompt=text, max_tokens=1, temperature=0, echo=True, logprobs=1
-            )
-        except self._openai.OpenAIError as exc:
-            raise self._explain(exc, self.info.model) from None
-        choice = resp.choices[0] if getattr(resp, "choices", None) else None
+            ),
+            lambda resp: self._echoed(resp, continuation),
+        )
+
+    def _echoed(self, resp, continuation: str) -> TokenLogprobs:
+        """The continuation's log-probabilities, cut out of an echoed completion."""
+        choice = _first_choice(resp)
         lp = getattr(choice, "logprobs", None)
         tokens, values = getattr(lp, "tokens", None), getattr(lp, "token_logprobs", None)
         usage = getattr(resp, "usage", None)
@@ -201,24 +239,76 @@ class OpenAIBackend:
     async def aclose(self) -> None:
         await self.client.close()
 
+    async def _ask(self, model: str, send, parse):
+        """`parse(await send())`, asking again (with backoff) while the answer is broken.
+
+        The SDK has already retried whatever HTTP told it failed; a broken
+        200 (see the module docstring) it passes on, and such answers come
+        from overloaded servers and proxies, so they are asked for again,
+        as often as the SDK retries. Every SDK retry stays inside one call
+        here, so the evaluator counts one call, however many attempts.
+        """
+        attempts = self.max_retries + 1
+        for attempt in range(attempts):
+            if attempt:
+                await asyncio.sleep(MALFORMED_BACKOFF_S * 2 ** (attempt - 1))
+            try:
+                resp = await send()
+                if isinstance(resp, str):  # the SDK hands back a body that is not JSON as text
+                    raise _Malformed(f"malformed JSON (not JSON at all: {_short(resp, 60)!r})")
+                return parse(resp)
+            except self._openai.OpenAIError as exc:
+                raise self._explain(exc, model) from None
+            except json.JSONDecodeError:
+                problem = "malformed JSON (truncated or invalid)"
+            except (_Malformed, ValueError, AttributeError) as exc:
+                # ValueError / AttributeError: the SDK's own post-processing of a
+                # broken body ("No embedding data received", a str without .data).
+                problem = str(exc) if isinstance(exc, _Malformed) else f"a malformed answer ({_short(str(exc), 80)})"
+        raise self._error(
+            f"{problem} from {self.url} after {attempts} attempts: check the server (and any proxy "
+            "in front of it) and its log, or raise --max-retries",
+            transient=True,
+        )
+
     def _explain(self, exc: Exception, model: str) -> BackendError:
-        """Turn an SDK exception into an actionable sentence without the key."""
+        """Turn an SDK exception (raised after its own retries) into an actionable sentence."""
         o = self._openai
+        tries = f"after {self.max_retries + 1} attempts"
+        transient = True
         if isinstance(exc, o.APITimeoutError):
-            msg = f"no answer from {self.url} within {self.timeout:g} s; check the server or raise --timeout"
+            msg = f"no answer from {self.url} within {self.timeout:g} s ({tries}); check the server or raise --timeout"
+        elif isinstance(exc, o.APIConnectionError) and _never_connected(exc):
+            msg = f"could not reach {self.url} ({tries}): is the server running and the --base-url right?"
         elif isinstance(exc, o.APIConnectionError):
-            msg = f"could not reach {self.url}: is the server running and the --base-url right?"
-        elif isinstance(exc, o.AuthenticationError):
-            msg = f"{self.url} rejected the API key (401): check OPENAI_API_KEY"
-        elif isinstance(exc, o.NotFoundError):
-            msg = f"model {model!r} was not found at {self.url}: check --model (and --embed-model)"
+            msg = (
+                f"connection dropped: {self.url} closed it without an answer ({tries}); check the "
+                "server's log (did it crash or run out of memory?), lower --concurrency or raise --max-retries"
+            )
         elif isinstance(exc, o.RateLimitError):
-            msg = f"{self.url} kept rate-limiting (429) after retries: lower --concurrency or set --rpm"
-        elif isinstance(exc, o.APIStatusError):
-            msg = f"{self.url} answered HTTP {exc.status_code}: {_short(exc.message)}"
+            msg = f"{self.url} kept rate-limiting (HTTP 429) {tries}: lower --concurrency, set --rpm or raise --max-retries"
+        elif isinstance(exc, o.APIStatusError) and (exc.status_code >= 500 or exc.status_code in (408, 409)):
+            msg = (
+                f"HTTP {exc.status_code} from {self.url} {tries}: {_short(exc.message)}; the server is "
+                "failing or overloaded: try again later, lower --concurrency or raise --max-retries"
+            )
         else:
-            msg = f"{type(exc).__name__} talking to {self.url}: {_short(str(exc))}"
-        return BackendError(msg.replace(self._secret, "***") if self._secret else msg)
+            transient = False
+            if isinstance(exc, o.AuthenticationError):
+                msg = f"{self.url} rejected the API key (401): check OPENAI_API_KEY"
+            elif isinstance(exc, o.NotFoundError):
+                msg = f"model {model!r} was not found at {self.url}: check --model (and --embed-model)"
+            elif isinstance(exc, o.APIStatusError):
+                msg = f"{self.url} answered HTTP {exc.status_code}: {_short(exc.message)}"
+            else:
+                msg = f"{type(exc).__name__} talking to {self.url}: {_short(str(exc))}"
+        return self._error(msg, transient=transient)
+
+    def _error(self, message: str, *, transient: bool) -> BackendError:
+        """A BackendError whose message never repeats the API key."""
+        if self._secret:
+            message = message.replace(self._secret, "***")
+        return BackendError(message, transient=transient)
 
 
 def render_chat(messages: list[dict], template: str) -> str:
@@ -227,6 +317,22 @@ def render_chat(messages: list[dict], template: str) -> str:
         return "\n\n".join(m["content"] for m in messages) + "\n\n"
     turns = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
     return turns + "<|im_start|>assistant\n"
+
+
+def _first_choice(resp):
+    if not getattr(resp, "choices", None):
+        raise _Malformed("an answer with no choices")
+    return resp.choices[0]
+
+
+def _never_connected(exc: Exception) -> bool:
+    """Whether the SDK's connection error happened before anything was sent (refused, DNS).
+
+    httpx raises ConnectError then, and RemoteProtocolError / ReadError once
+    an open connection breaks; matched by name, since the SDK may bundle
+    its own copy of httpx.
+    """
+    return any(cls.__name__ == "ConnectError" for cls in type(exc.__cause__).__mro__)
 
 
 def _short(text: str, limit: int = 300) -> str:
