@@ -6,8 +6,6 @@ heat-map of the prompt. See README.md.
 """
 
 from ._version import __version__
-from .api import attribute, attribute_async, list_runs, load_run, score_deletions
-from .config import AttributionConfig, Price
 from .errors import (
     BackendError,
     BudgetRefused,
@@ -16,8 +14,34 @@ from .errors import (
     RunNotFound,
     UsageError,
 )
-from .result import Attribution, SpanResult
+
+# Eager, because the submodule has the function's name: once anything imported
+# `prompt_attr_widget.segment`, a lazy lookup would find the module instead.
 from .segment import Span, segment
+
+# The rest loads on first use (PEP 562): `prompt-attr ls` and `show` then start
+# without importing numpy, the openai SDK and the engine.
+_LAZY = {
+    "attribute": ".api",
+    "attribute_async": ".api",
+    "list_runs": ".api",
+    "load_run": ".api",
+    "score_deletions": ".api",
+    "AttributionConfig": ".config",
+    "Price": ".config",
+    "Attribution": ".result",
+    "SpanResult": ".result",
+}
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
 
 
 def load_ipython_extension(ipython) -> None:

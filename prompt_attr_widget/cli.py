@@ -15,12 +15,13 @@ from dataclasses import asdict
 from pathlib import Path
 
 from . import __version__
-from .api import attribute, list_runs, load_run
+from .config import runs_dir as resolve_runs_dir
 from .cost import usd
 from .errors import BudgetRefused, PromptAttrError, UsageError
 from .events import Estimate, Progress, RunStarted
 from .render import heatmap_terminal, safe_terminal_text, top_table
 from .result import Attribution
+from .runs import list_runs, read_run
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -209,6 +210,8 @@ def _cmd_resume(args) -> int:
 
 
 def _attribute_and_print(args, prompt: str | None, **options) -> int:
+    from .api import attribute  # the engine, numpy and the SDK: only commands that run need them
+
     progress = ProgressLine()
     progress.run_id = options.get("resume")
     try:
@@ -229,7 +232,7 @@ def _attribute_and_print(args, prompt: str | None, **options) -> int:
 
 
 def _cmd_ls(args) -> int:
-    runs = list_runs(args.runs_dir)
+    runs = list_runs(resolve_runs_dir(args.runs_dir))
     if args.json:
         print(json.dumps([asdict(r) for r in runs], indent=1))
         return 0
@@ -244,7 +247,8 @@ def _cmd_ls(args) -> int:
 
 
 def _cmd_show(args) -> int:
-    result = load_run(args.run_id, runs_dir=args.runs_dir)
+    folder = resolve_runs_dir(args.runs_dir)
+    result = Attribution(read_run(args.run_id, folder), folder)
     color = not args.no_color and sys.stdout.isatty() and "NO_COLOR" not in os.environ
     print_result(result, as_json=args.json, color=color, top=args.top)
     return 0

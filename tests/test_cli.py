@@ -119,3 +119,16 @@ def test_console_script_entry_point(prompt_file, tmp_path):
 def test_fake_backend_is_never_the_default():
     assert cli._parser().parse_args(["run", "x"]).model == "local"
     assert fake_module.FakeBackend().info.backend == "fake"
+
+
+def test_ls_and_show_start_without_the_engine():
+    """`prompt-attr ls` must answer fast: the CLI module loads no numpy, no SDK, no engine."""
+    code = (
+        "import sys, prompt_attr_widget.cli\n"
+        "heavy = [m for m in ('numpy', 'openai', 'prompt_attr_widget.engine') if m in sys.modules]\n"
+        "import prompt_attr, prompt_attr_widget.api\n"
+        "assert callable(prompt_attr.segment) and callable(prompt_attr.attribute), 'a lazy name shadowed'\n"
+        "print(heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
