@@ -146,6 +146,15 @@ def safe_terminal_text(text: str) -> str:
     return _UNSAFE.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 256 else f"\\u{ord(m.group()):04x}", text)
 
 
+def safe_json_text(text: str) -> str:
+    """JSON text with the characters above as \\u escapes: the same document, safe to print.
+
+    json.dumps(ensure_ascii=False) escapes C0 but leaves DEL, C1 (an 8-bit
+    CSI is 0x9b) and bidi controls raw, and they only ever occur inside strings.
+    """
+    return _UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
 _SHADES = (None, 224, 217, 210, 203, 196)  # xterm-256 backgrounds, pale to strong red
 
 

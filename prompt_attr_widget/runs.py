@@ -38,6 +38,7 @@ from .events import (
     RunResumed,
     RunStarted,
 )
+from .render import safe_json_text
 from .schema import RunRecord, Spend, inconsistency
 
 try:  # POSIX advisory locks: one writer per run folder
@@ -402,4 +403,5 @@ def list_runs(runs_dir: Path) -> list[RunSummary]:
 
 
 def dump_json(record: RunRecord) -> str:
-    return json.dumps(record.model_dump(mode="json"), indent=1, ensure_ascii=False)
+    """The record as JSON for stdout (`--json`): readable Unicode, but no raw control character."""
+    return safe_json_text(json.dumps(record.model_dump(mode="json"), indent=1, ensure_ascii=False))

@@ -192,5 +192,6 @@ def inconsistency(record: RunRecord) -> str | None:
     try:
         AttributionConfig.model_validate({k: record.config[k] for k in _REPLAYED_OPTIONS if k in record.config})
     except ValidationError as exc:
-        return f"its config does not validate: {str(exc).splitlines()[1]}"
+        err = exc.errors()[0]
+        return f"config {'.'.join(map(str, err['loc']))}: {err['msg']}"
     return None
