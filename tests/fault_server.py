@@ -50,7 +50,9 @@ FAULT_KINDS = (
     "wrong_dim",  # embeddings of DIM // 2 numbers (embeddings only)
     "slow",  # a correct answer after slow_s (shorter than the client's timeout)
 )
-_ONLY_FOR = {"wrong_dim": {EMBED}}
+# Answers that are well-formed but odd: never drawn by default, only when asked for.
+ODD_ANSWERS = ("lone_surrogate",)  # a chat answer holding "\ud800" (valid JSON, invalid Unicode)
+_ONLY_FOR = {"wrong_dim": {EMBED}, "lone_surrogate": {CHAT}}
 _WORD = re.compile(r"\w+")
 _TOKEN = re.compile(r"\w+|\s+|[^\w\s]+")
 
@@ -70,7 +72,7 @@ class Faults:
 
     def __post_init__(self):
         object.__setattr__(self, "kinds", tuple(self.kinds))  # a list is welcome too
-        unknown = {*self.kinds, self.permanent} - {*FAULT_KINDS, None}
+        unknown = {*self.kinds, self.permanent} - {*FAULT_KINDS, *ODD_ANSWERS, None}
         if unknown:
             raise ValueError(f"unknown fault kinds {sorted(unknown)}; known: {FAULT_KINDS}")
 
@@ -193,11 +195,13 @@ def serve(**options):
 # ---- answers -------------------------------------------------------------
 
 
-def chat_answer(request: dict, empty: bool) -> dict:
+def chat_answer(request: dict, empty: bool, odd: bool = False) -> dict:
     """FakeBackend's model: the capitalised words (longer than 2 letters) of the prompt."""
     prompt = "\n".join(m.get("content") or "" for m in request.get("messages", []))
     words = [w for w in _WORD.findall(prompt) if w[:1].isupper() and len(w) > 2]
     text = " ".join(words[: request.get("max_tokens") or 128]) or "(nothing)"
+    if odd:
+        text += " \ud800"  # json.dumps escapes it; the client decodes a lone surrogate
     choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
     usage = {"prompt_tokens": max(1, len(prompt) // 4), "completion_tokens": len(text.split())}
     return _envelope("chat.completion", request, [] if empty else [choice], usage)
@@ -297,7 +301,7 @@ class _Handler(BaseHTTPRequestHandler):
         """The endpoint's answer, or None once an error has been sent."""
         empty = fault == "empty_choices"
         if self.path == CHAT:
-            return chat_answer(request, empty)
+            return chat_answer(request, empty, odd=fault == "lone_surrogate")
         if self.path == EMBED:
             return embeddings_answer(request, empty, fault == "wrong_dim")
         if self.path == COMPLETE and self.server.owner.logprobs:

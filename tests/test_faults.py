@@ -227,3 +227,12 @@ def test_embeddings_of_another_size_are_never_compared(runs_dir):
     assert run.status == "failed"
     assert f"embedding sizes differ ({DIM} vs {DIM // 2} numbers)" in run.record.reason
     assert "--embed-model" in run.record.reason
+
+
+def test_an_answer_with_a_lone_surrogate_is_stored_as_valid_text(fault_server, runs_dir):
+    """JSON may carry "\\ud800"; Python accepts it, no run file could: it becomes U+FFFD."""
+    fault_server.configure(permanent="lone_surrogate")
+    run = attribute(fault_server, "It rains. The Blue Falcon landed. My cat slept.", runs_dir)
+    assert run.status == "finished", run.record.reason
+    assert run.baseline.endswith("\ufffd") and all("\ud800" not in (e.output or "") for e in run.record.evaluations)
+    assert prompt_attr.load_run(run.run_id, runs_dir=runs_dir).baseline == run.baseline

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 from urllib.parse import urlsplit, urlunsplit
 
 from ..config import Price
@@ -25,6 +26,7 @@ from ..errors import BackendError
 from .base import BackendInfo, Completion, Embeddings, GenerationParams, TokenLogprobs
 
 OFFICIAL_URL = "https://api.openai.com/v1"
+_SURROGATE = re.compile("[\ud800-\udfff]")
 DEFAULT_EMBED_MODEL = "text-embedding-3-small"
 NO_KEY_PLACEHOLDER = "no-key-required"
 MALFORMED_BACKOFF_S = 0.25  # first wait before asking again after a broken answer; doubles
@@ -117,6 +119,7 @@ class OpenAIBackend:
         text = choice.message.content if choice.message else None
         if text is None:
             raise _Malformed("an answer whose choice has no message text")
+        text = valid_unicode(text)
         if resp.system_fingerprint:
             self.info.fingerprint["system_fingerprint"] = resp.system_fingerprint
         usage = resp.usage
@@ -309,6 +312,15 @@ class OpenAIBackend:
         if self._secret:
             message = message.replace(self._secret, "***")
         return BackendError(message, transient=transient)
+
+
+def valid_unicode(text: str) -> str:
+    """The answer with any lone surrogate (JSON allows "\\ud800") replaced by U+FFFD.
+
+    Python decodes such JSON without complaint, but no run file, cache key or
+    widget message can carry it: one odd answer would crash the whole run.
+    """
+    return _SURROGATE.sub("\ufffd", text)
 
 
 def render_chat(messages: list[dict], template: str) -> str:
