@@ -336,4 +336,5 @@ def test_randomised_spend_never_passes_the_budget(runs_dir):
     # the random budgets must exercise every ending
     # stops mid-run are the rare ending (the projection refuses most budgets that could not
     # cover a run), but they must occur
+    print(f"budget: 200 randomised runs, {outcomes}; spend never passed the budget")
     assert outcomes["finished"] >= 5 and outcomes["refused"] >= 5 and outcomes["aborted"] >= 2, outcomes

@@ -135,6 +135,8 @@ def test_long_prompt_under_mixed_faults_gives_the_same_attribution(logprobs, run
     assert in_run_json == in_events and len(in_run_json) == len(run.record.evaluations)
     assert sum(stats.faults.values()) >= 0.2 * len(stats.requests)  # ~30% of attempts were faults
     assert len(stats.faults) >= 6  # of many kinds
+    print(f"mixed faults ({run.record.scorer}): {sum(stats.faults.values())} of {len(stats.requests)} "
+          f"requests faulted, {dict(stats.faults)}; same attribution, {run.record.spend.calls} calls as without faults")
 
 
 def test_a_flaky_probe_does_not_switch_the_scorer(runs_dir):

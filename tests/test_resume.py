@@ -175,6 +175,7 @@ def test_interrupts_at_random_points_lose_nothing_and_resume_finishes(tmp_path, 
         assert [s.score for s in done.record.attribution] == pytest.approx([s.score for s in straight.record.attribution])
         assert len(done.record.evaluations) == len(straight.record.evaluations)
         resumed += 1
+    print(f"interrupts: {TRIALS} trials, stopped mid-run {outcomes}, {resumed} resumed to the same attribution")
     assert all(n >= 5 for n in outcomes.values()), outcomes
     assert resumed >= 30, resumed
 
