@@ -121,12 +121,18 @@ def estimate_record(record: RunRecord) -> Estimate:
 
 
 def tally_spend(record: RunRecord) -> Spend:
-    """Spend recounted from the stored calls (for runs that ended without a tally)."""
+    """Spend recounted from the stored calls (for runs that ended without a tally).
+
+    `calls` counts requests, as the live tally does: an answer that was
+    embedded made two, and so did a baseline the log-prob scorer then scored.
+    """
     calls = [c for c in [record.baseline, *record.evaluations] if c is not None]
     costs = [c.cost_usd for c in calls]
+    scored_baseline = record.scorer == "logprob" and record.baseline is not None
     return Spend(
         usd=None if any(c is None for c in costs) else round(sum(costs), 10),
-        calls=sum(not c.cache_hit for c in calls),
+        calls=sum((not c.cache_hit) * (1 + (c.embed_tokens > 0)) for c in calls)
+        + (scored_baseline and not record.baseline.cache_hit),
         cache_hits=sum(c.cache_hit for c in calls),
         prompt_tokens=sum(c.prompt_tokens for c in calls),
         completion_tokens=sum(c.completion_tokens for c in calls),

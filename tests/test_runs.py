@@ -22,6 +22,7 @@ from prompt_attr_widget.runs import (
     read_run,
     resolve_run_dir,
     run_ids,
+    tally_spend,
 )
 
 PROMPT = "It was late. The Blue Falcon landed safely. It rained all day. My cat slept."
@@ -269,3 +270,13 @@ def test_runs_dir_comes_from_the_environment(runs_dir, monkeypatch):
     a = prompt_attr.attribute(PROMPT, backend=FakeBackend())
     assert (runs_dir / a.run_id / "run.json").is_file()  # conftest points PROMPT_ATTR_RUNS_DIR here
     assert prompt_attr.load_run("latest") == a
+
+
+@pytest.mark.parametrize("logprobs", [False, True])
+def test_the_spend_recounted_from_stored_calls_matches_the_live_tally(runs_dir, logprobs):
+    """Stopped runs get their spend from tally_spend: it must count what the live tally counts."""
+    a = prompt_attr.attribute(PROMPT, backend=FakeBackend(logprobs=logprobs), runs_dir=runs_dir, cache=False)
+    recount = tally_spend(a.record)
+    live = a.record.spend
+    assert recount.calls == live.calls
+    assert recount.usd == pytest.approx(live.usd) and recount.prompt_tokens <= live.prompt_tokens
