@@ -294,22 +294,43 @@ def render(prompt: str, spans: Sequence[Span], keep: Sequence[bool]) -> str:
     Between two kept spans the strongest of the gaps that stood between them
     survives (most line breaks, then longest), so deleting a sentence leaves
     one space and deleting a paragraph leaves one blank line, never a hole
-    and never two paragraphs glued together.
+    and never two paragraphs glued together. Deleted spans before the first
+    kept one or after the last go with their gaps.
+
+    Called once per evaluation, so it works per run of deleted spans and
+    copies the text between them as slices: a leave-one-out mask over a
+    long prompt costs one pass of C string copying, not a Python loop over
+    every span.
     """
-    if not spans:
+    if len(keep) != len(spans):
+        raise ValueError(f"{len(keep)} keep flags for {len(spans)} spans")
+    dropped = [i for i, kept in enumerate(keep) if not kept]
+    if not dropped:
         return prompt
-    pieces = [prompt[: spans[0].start]]
-    separator: str | None = None
-    emitted = False
-    for i, (span, kept) in enumerate(zip(spans, keep, strict=True)):
-        gap = prompt[span.end : spans[i + 1].start] if i + 1 < len(spans) else ""
-        if kept:
-            if emitted and separator is not None:
-                pieces.append(separator)
-            pieces.append(span.text)
-            emitted = True
-            separator = gap
-        elif separator is not None:
-            separator = max(separator, gap, key=lambda g: (g.count("\n"), len(g)))
-    pieces.append(prompt[spans[-1].end :])
+    n, pieces, copied = len(spans), [], 0  # copied: prompt[:copied] is handled
+    for first, last in _runs(dropped):
+        if first == 0 and last == n - 1:  # nothing kept
+            return prompt[: spans[0].start] + prompt[spans[-1].end :]
+        if first == 0:  # leading spans go with the gaps after them
+            cut, resume, joint = spans[0].start, spans[last + 1].start, ""
+        elif last == n - 1:  # trailing spans go with the gaps before them
+            cut, resume, joint = spans[first - 1].end, spans[-1].end, ""
+        else:
+            cut, resume = spans[first - 1].end, spans[last + 1].start
+            gaps = [prompt[spans[i].end : spans[i + 1].start] for i in range(first - 1, last + 1)]
+            joint = max(gaps, key=lambda g: (g.count("\n"), len(g)))
+        pieces += [prompt[copied:cut], joint]
+        copied = resume
+    pieces.append(prompt[copied:])
     return "".join(pieces)
+
+
+def _runs(indices: list[int]):
+    """Maximal runs of consecutive indices, as (first, last) pairs."""
+    first = prev = indices[0]
+    for i in indices[1:]:
+        if i != prev + 1:
+            yield first, prev
+            first = i
+        prev = i
+    yield first, prev

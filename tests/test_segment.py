@@ -359,3 +359,44 @@ def test_property_offsets_exact_sorted_disjoint_for_every_level(prompt, window):
             strongest = max(gaps, key=lambda g: (g.count("\n"), len(g)))
             keep = [i != 1 for i in range(n)]
             assert render(prompt, spans, keep) == prompt[: before.end] + strongest + prompt[after.start :]
+
+
+def render_span_by_span(prompt, spans, keep):
+    """The plain definition `render` must agree with: walk every span, keep the strongest gap."""
+    pieces, separator, emitted = [prompt[: spans[0].start]], None, False
+    for i, (span, kept) in enumerate(zip(spans, keep, strict=True)):
+        gap = prompt[span.end : spans[i + 1].start] if i + 1 < len(spans) else ""
+        if kept:
+            if emitted and separator is not None:
+                pieces.append(separator)
+            pieces.append(span.text)
+            emitted, separator = True, gap
+        elif separator is not None:
+            separator = max(separator, gap, key=lambda g: (g.count("\n"), len(g)))
+    pieces.append(prompt[spans[-1].end :])
+    return "".join(pieces)
+
+
+PIECES = ["Alpha", "beta.", "Gamma!", "delta?", "# Head", "- item", "x", ""]
+GLUE = [" ", "\n", " \n ", "\n\n", "  ", "\t"]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(st.tuples(st.sampled_from(PIECES), st.sampled_from(GLUE)), min_size=2, max_size=30),
+    st.sampled_from(["sentence", "line", "paragraph", "tokens"]),
+    st.randoms(use_true_random=False),
+)
+def test_render_by_runs_equals_the_span_by_span_definition(parts, level, rng):
+    prompt = "".join(p + g for p, g in parts)
+    if not prompt.strip():
+        return
+    spans = segment(prompt, level)
+    keep = [rng.random() < 0.6 for _ in spans]
+    assert render(prompt, spans, keep) == render_span_by_span(prompt, spans, keep)
+
+
+def test_render_refuses_a_mask_of_another_length():
+    spans = segment("One. Two. Three.", "sentence")
+    with pytest.raises(ValueError):
+        render("One. Two. Three.", spans, [True, False])
