@@ -1,4 +1,4 @@
-"""The `prompt-attr` command: run, resume, ls, show.
+"""The `prompt-attr` command: run, resume, ls, show, compare.
 
 Exit codes: 0 success, 2 usage error, 3 refused or stopped by the budget,
 1 any other failure, 130 interrupted (the partial run is saved).
@@ -48,6 +48,12 @@ def _parser() -> argparse.ArgumentParser:
     resume.add_argument("--timeout", type=float)
     resume.add_argument("--no-cache", action="store_true")
     _add_output_options(resume)
+
+    cmp = sub.add_parser("compare", help="compare two runs: span alignment, score deltas, answer diff (no model calls)")
+    cmp.add_argument("run_a", metavar="RUN_A")
+    cmp.add_argument("run_b", metavar="RUN_B")
+    cmp.add_argument("--runs-dir")
+    cmp.add_argument("--json", action="store_true", help="print the comparison as JSON")
 
     show = sub.add_parser("show", help="replay a saved run (no model calls); RUN_ID may be a prefix or 'latest'")
     show.add_argument("run_id", metavar="RUN_ID")
@@ -246,6 +252,14 @@ def _cmd_ls(args) -> int:
     return 0
 
 
+def _cmd_compare(args) -> int:
+    from .compare import compare
+
+    comparison = compare(args.run_a, args.run_b, runs_dir=args.runs_dir)
+    print(comparison.to_json() if args.json else comparison)
+    return 0
+
+
 def _cmd_show(args) -> int:
     folder = resolve_runs_dir(args.runs_dir)
     result = Attribution(read_run(args.run_id, folder), folder)
@@ -256,7 +270,7 @@ def _cmd_show(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handler = {"run": _cmd_run, "resume": _cmd_resume, "ls": _cmd_ls, "show": _cmd_show}[args.command]
+    handler = {"run": _cmd_run, "resume": _cmd_resume, "ls": _cmd_ls, "show": _cmd_show, "compare": _cmd_compare}[args.command]
     try:
         return handler(args)
     except BudgetRefused as exc:

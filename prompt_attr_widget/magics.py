@@ -162,6 +162,19 @@ class AttributeMagics(Magics):
         except PromptAttrError as exc:
             _fail(str(exc))
 
+    @line_magic
+    def attribute_compare(self, line: str):
+        """Compare two saved runs, no model calls: %attribute_compare RUN_A RUN_B [RUNS_DIR]."""
+        from .compare import compare
+
+        parts = line.split()
+        if len(parts) not in (2, 3):
+            _fail("usage: %attribute_compare RUN_A RUN_B [RUNS_DIR]  (ids, prefixes or 'latest')")
+        try:
+            return compare(parts[0], parts[1], runs_dir=parts[2] if len(parts) > 2 else None)
+        except PromptAttrError as exc:
+            _fail(str(exc))
+
 
 AttributeMagics.attribute.__doc__ = ATTRIBUTE_PARSER.format_help() + EXAMPLES
 

@@ -1,0 +1,117 @@
+"""Comparing two runs: span alignment, score deltas, answer diff, config and model changes."""
+
+from __future__ import annotations
+
+import html.parser
+import json
+
+import pytest
+
+import prompt_attr
+from prompt_attr_widget.backends.fake import FakeBackend
+from prompt_attr_widget.cli import main as cli
+from prompt_attr_widget.compare import align_spans, word_diff
+
+V1 = "It was late. The Blue Falcon landed safely. It rained all day. My cat slept."
+# edited: one sentence changed, one removed, one added
+V2 = "It was late. The Red Falcon landed safely. My cat slept. Zebra Crossing Ahead."
+
+
+def run(runs_dir, prompt, **options):
+    return prompt_attr.attribute(prompt, backend=FakeBackend(), runs_dir=runs_dir, method="loo", **options)
+
+
+def test_an_edit_is_aligned_span_by_span_with_score_deltas(runs_dir):
+    a, b = run(runs_dir, V1), run(runs_dir, V2)
+    c = prompt_attr.compare(a.run_id, b.run_id, runs_dir=runs_dir)
+    by_status = {}
+    for r in c.spans:
+        by_status.setdefault(r.status, []).append(r)
+    assert [r.text_a for r in by_status["same"]] == ["It was late.", "My cat slept."]
+    [changed] = by_status["changed"]
+    assert (changed.text_a, changed.text_b) == ("The Blue Falcon landed safely.", "The Red Falcon landed safely.")
+    assert [r.text_a for r in by_status["removed"]] == ["It rained all day."]
+    assert [r.text_b for r in by_status["added"]] == ["Zebra Crossing Ahead."]
+    scores_a = {s.index: s.score for s in a.spans}
+    scores_b = {s.index: s.score for s in b.spans}
+    for r in c.spans:
+        if r.index_a is not None and r.index_b is not None:
+            assert r.delta == pytest.approx(scores_b[r.index_b] - scores_a[r.index_a])
+        else:
+            assert r.delta is None
+    assert not c.same_prompt and not c.same_answer
+    assert ("insert", "Red") in c.baseline_diff and ("delete", "Blue") in c.baseline_diff
+    assert c.moved(1)[0].delta is not None
+    assert c.calls == (a.record.spend.calls, b.record.spend.calls)
+
+
+def test_the_same_prompt_twice_is_the_same_with_zero_deltas(runs_dir):
+    a, b = run(runs_dir, V1), run(runs_dir, V1, cache=False)
+    c = prompt_attr.compare(a.run_id, "latest", runs_dir=runs_dir)
+    assert c.run_b == b.run_id and c.same_prompt and c.same_answer
+    assert {r.status for r in c.spans} == {"same"} and all(r.delta == 0 for r in c.spans)
+    assert c.config_changes == {"cache": (True, False)} or c.config_changes == {}
+
+
+def test_config_and_model_changes_are_listed_and_other_units_get_no_deltas(runs_dir):
+    a = run(runs_dir, V1)
+    b = prompt_attr.attribute(V1, backend=FakeBackend(logprobs=True), runs_dir=runs_dir, method="surrogate", masks=8)
+    c = prompt_attr.compare(a.run_id, b.run_id, runs_dir=runs_dir)
+    assert c.config_changes["method"] == ("loo", "surrogate")
+    assert "concurrency" not in c.config_changes  # how a run ran is not a difference in what it computed
+    assert not c.comparable_scores and all(r.delta is None for r in c.spans)
+    assert "not comparable" in str(c)
+
+
+def test_renderings_escape_hostile_text(runs_dir):
+    hostile = "It was late. <script>window.__pwned=1</script> Alpha. \x1b[31mRed\x1b[0m Beta."
+    a, b = run(runs_dir, V1), run(runs_dir, hostile)
+    c = prompt_attr.compare(a.run_id, b.run_id, runs_dir=runs_dir)
+    page = c._repr_html_()
+    tags = []
+
+    class Tags(html.parser.HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            tags.append(tag)
+
+    Tags().feed(page)
+    assert "script" not in tags and "&lt;script&gt;" in page
+    text = str(c)
+    assert "\x1b" not in text and "<script>" in text  # shown as text, with no escape sequence
+
+
+def test_cli_compare(runs_dir, capsys):
+    a, b = run(runs_dir, V1), run(runs_dir, V2)
+    assert cli(["compare", a.run_id, b.run_id, "--runs-dir", str(runs_dir), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["run_a"] == a.run_id and data["run_b"] == b.run_id
+    assert {r["status"] for r in data["spans"]} == {"same", "changed", "added", "removed"}
+    assert cli(["compare", a.run_id, "latest", "--runs-dir", str(runs_dir)]) == 0
+    assert "answers differ" in capsys.readouterr().out
+    assert cli(["compare", a.run_id, "../etc", "--runs-dir", str(runs_dir)]) == 2
+
+
+def test_magic_compare(runs_dir):
+    from IPython.core.error import UsageError as IPythonUsageError
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "prompt_attr")
+    a, b = run(runs_dir, V1), run(runs_dir, V2)
+    c = shell.run_line_magic("attribute_compare", f"{a.run_id} {b.run_id} {runs_dir}")
+    assert c.run_a == a.run_id and "<table>" in c._repr_html_()
+    with pytest.raises(IPythonUsageError, match="usage"):
+        shell.run_line_magic("attribute_compare", a.run_id)
+
+
+def test_word_diff_and_alignment_edges():
+    assert word_diff("a b c", "a x c") == [("equal", "a"), ("delete", "b"), ("insert", "x"), ("equal", "c")]
+    assert word_diff("", "new words") == [("insert", "new words")]
+    assert word_diff("same", "same") == [("equal", "same")]
+
+
+def test_alignment_of_runs_with_no_scores(runs_dir):
+    a, b = run(runs_dir, V1), run(runs_dir, V2)
+    a.record.attribution.clear()  # a run stopped before any estimate
+    rows = align_spans(a.record, b.record, comparable=True)
+    assert all(r.delta is None for r in rows) and len(rows) >= len(b.spans)
