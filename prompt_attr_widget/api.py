@@ -39,6 +39,7 @@ async def attribute_async(
     runs_dir: str | Path | None = None,
     on_event: EventSink | Sequence[EventSink] | None = None,
     resume: str | None = None,
+    rerun: str | None = None,
     **options,
 ) -> Attribution:
     """Attribute the model's answer to the spans of `prompt`; the run is saved.
@@ -47,14 +48,27 @@ async def attribute_async(
     concurrency, rpm, max_tokens, system, cache, ...). Pass `backend=` to
     use an already-built backend (tests, benchmarks, custom models).
     `resume=RUN_ID` finishes a stopped run (aborted or failed) in its own
-    folder: only the options in RESUMABLE_OPTIONS may change.
+    folder; `rerun=RUN_ID` repeats a run from its stored snapshot as a new
+    run (call cache off unless `cache=True`, so the model is really asked
+    again) and sets `result.reproduction`: did the answers match? Either way
+    only the options in RESUMABLE_OPTIONS may change.
     """
     folder = resolve_runs_dir(runs_dir)
     store = RunWriter(folder)
+    original = None
+    if resume is not None and rerun is not None:
+        raise UsageError("give resume= or rerun=, not both")
     if resume is not None:
         stored = read_run(resume, folder)
-        config = resume_config(stored, prompt, model=model, base_url=base_url, **options)
+        if stored.status in ("running", "finished"):
+            what = "is still running" if stored.status == "running" else "already finished"
+            raise UsageError(f"run {stored.run_id} {what}; only aborted or failed runs can be resumed")
+        config = kept_config(stored, prompt, model=model, base_url=base_url, **options)
         prompt = stored.prompt
+    elif rerun is not None:
+        original, stored = read_run(rerun, folder), None
+        config = kept_config(original, prompt, model=model, base_url=base_url, **{"cache": False, **options})
+        prompt = original.prompt
     else:
         if not isinstance(prompt, str):
             raise UsageError(f"the prompt must be text (str), not {type(prompt).__name__}")
@@ -72,7 +86,8 @@ async def attribute_async(
         else:
             store.resume(stored)
             run_id = stored.run_id
-        events = run_events(prompt, config, backend, cache=cache, run_id=run_id, stored=stored, unreported=unreported)
+        events = run_events(prompt, config, backend, cache=cache, run_id=run_id, stored=stored, unreported=unreported,
+                            rerun_of=original.run_id if original else None)
         async for event in events:
             if isinstance(event, TERMINAL) and store.record is not None:
                 # Backends learn part of their fingerprint from answers (OpenAI's
@@ -96,22 +111,25 @@ async def attribute_async(
             await backend.aclose()
     if store.record is not None:
         store.record.backend.fingerprint.update(backend.info.fingerprint)
-    return Attribution(store.record, folder)
+    result = Attribution(store.record, folder)
+    if original is not None:
+        from .compare import reproduction
+
+        result.reproduction = reproduction(original, store.record)
+    return result
 
 
 # What a resumed run may change: how it is run, never what it computes.
 RESUMABLE_OPTIONS = ("budget", "concurrency", "rpm", "timeout", "max_retries", "cache", "allow_insecure")
 
 
-def resume_config(stored, prompt: str | None, *, model: str | None, base_url: str | None, **options) -> AttributionConfig:
-    """The stored run's config, with only the options that do not change its results overridden."""
+def kept_config(stored, prompt: str | None, *, model: str | None, base_url: str | None, **options) -> AttributionConfig:
+    """A stored run's config for resuming or re-running it: only options that do not
+    change what it computes may be overridden."""
     from .backends.openai import public_url
 
-    if stored.status in ("running", "finished"):
-        what = "is still running" if stored.status == "running" else "already finished"
-        raise UsageError(f"run {stored.run_id} {what}; only aborted or failed runs can be resumed")
     if not stored.reproducible:  # its stored prompt is not the one the model saw (redact=True)
-        raise UsageError(f"run {stored.run_id} cannot be resumed: {stored.not_reproducible_because}; start a new run")
+        raise UsageError(f"run {stored.run_id} cannot be resumed or re-run: {stored.not_reproducible_because}; start a new run")
     if prompt is not None and prompt != stored.prompt:
         raise UsageError(f"the prompt differs from the one run {stored.run_id} attributed; start a new run")
     kept = {k: v for k, v in stored.config.items() if k in AttributionConfig.model_fields}
@@ -124,7 +142,7 @@ def resume_config(stored, prompt: str | None, *, model: str | None, base_url: st
                if k not in RESUMABLE_OPTIONS and getattr(asked, k) != getattr(before, k)]
     if changed:
         raise UsageError(
-            f"a resumed run keeps the options it started with; {', '.join(changed)} cannot change "
+            f"a resumed or re-run run keeps the options it started with; {', '.join(changed)} cannot change "
             f"(only {', '.join(RESUMABLE_OPTIONS)} can): start a new run instead"
         )
     return asked

@@ -1,4 +1,4 @@
-"""The `prompt-attr` command: run, resume, ls, show, compare.
+"""The `prompt-attr` command: run, resume, rerun, ls, show, compare.
 
 Exit codes: 0 success, 2 usage error, 3 refused or stopped by the budget,
 1 any other failure, 130 interrupted (the partial run is saved).
@@ -39,15 +39,18 @@ def _parser() -> argparse.ArgumentParser:
     ls.add_argument("--json", action="store_true")
 
     resume = sub.add_parser("resume", help="finish a stopped (aborted or failed) run; results already stored are not paid again")
-    resume.add_argument("run_id", metavar="RUN_ID")
-    resume.add_argument("--runs-dir")
-    resume.add_argument("--base-url", help="the server again, if its URL held credentials (they are never stored)")
-    resume.add_argument("--budget", type=float, help="maximum spend in USD for the whole run, earlier sessions included")
-    resume.add_argument("--concurrency", type=int)
-    resume.add_argument("--rpm", type=float)
-    resume.add_argument("--timeout", type=float)
+    rerun = sub.add_parser("rerun", help="repeat a run from its stored snapshot as a new run and check the answers match")
+    for p_ in (resume, rerun):
+        p_.add_argument("run_id", metavar="RUN_ID")
+        p_.add_argument("--runs-dir")
+        p_.add_argument("--base-url", help="the server again, if its URL held credentials (they are never stored)")
+        p_.add_argument("--budget", type=float, help="maximum spend in USD (for resume: earlier sessions included)")
+        p_.add_argument("--concurrency", type=int)
+        p_.add_argument("--rpm", type=float)
+        p_.add_argument("--timeout", type=float)
+        _add_output_options(p_)
     resume.add_argument("--no-cache", action="store_true")
-    _add_output_options(resume)
+    rerun.add_argument("--cache", action="store_true", help="answer from the call cache (off by default: the model is asked again)")
 
     cmp = sub.add_parser("compare", help="compare two runs: span alignment, score deltas, answer diff (no model calls)")
     cmp.add_argument("run_a", metavar="RUN_A")
@@ -206,13 +209,25 @@ def _cmd_run(args) -> int:
     return _attribute_and_print(args, read_prompt(args.file), **run_options(args))
 
 
-def _cmd_resume(args) -> int:
+def _stored_run_options(args) -> dict:
     names = ("runs_dir", "base_url", "budget", "concurrency", "rpm", "timeout")
-    options = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+
+
+def _cmd_resume(args) -> int:
+    options = _stored_run_options(args)
     if args.no_cache:
         options["cache"] = False
     print(f"resuming run {safe_terminal_text(args.run_id)}", file=sys.stderr)
     return _attribute_and_print(args, None, resume=args.run_id, **options)
+
+
+def _cmd_rerun(args) -> int:
+    options = _stored_run_options(args)
+    if args.cache:
+        options["cache"] = True
+    print(f"re-running run {safe_terminal_text(args.run_id)} from its stored snapshot", file=sys.stderr)
+    return _attribute_and_print(args, None, rerun=args.run_id, **options)
 
 
 def _attribute_and_print(args, prompt: str | None, **options) -> int:
@@ -232,6 +247,8 @@ def _attribute_and_print(args, prompt: str | None, **options) -> int:
         sys.stderr.write("\n")
     color = not args.no_color and sys.stdout.isatty() and "NO_COLOR" not in os.environ
     print_result(result, as_json=args.json, color=color, top=args.top)
+    if result.reproduction is not None:
+        print(result.reproduction, file=sys.stderr if args.json else sys.stdout)
     if result.status == "aborted" and "budget" in (result.record.reason or ""):
         return 3
     return {"finished": 0}.get(result.status, 1)
@@ -270,7 +287,7 @@ def _cmd_show(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handler = {"run": _cmd_run, "resume": _cmd_resume, "ls": _cmd_ls, "show": _cmd_show, "compare": _cmd_compare}[args.command]
+    handler = {"run": _cmd_run, "resume": _cmd_resume, "rerun": _cmd_rerun, "ls": _cmd_ls, "show": _cmd_show, "compare": _cmd_compare}[args.command]
     try:
         return handler(args)
     except BudgetRefused as exc:

@@ -176,6 +176,60 @@ def _changes(a: dict, b: dict) -> dict[str, tuple]:
     return {k: (a.get(k), b.get(k)) for k in sorted({*a, *b}) if a.get(k) != b.get(k)}
 
 
+@dataclass
+class Reproduction:
+    """Did a re-run give the same answers as the run it repeated? (a determinism check)"""
+
+    original: str
+    rerun: str
+    baseline_same: bool
+    matched: int  # evaluations with the same answer (or log-probability within 1e-6)
+    differed: list[list[int]]  # the deleted spans of evaluations whose answers differ
+    missing: int  # evaluations of one run that the other did not make
+    model_changes: dict[str, tuple] = field(default_factory=dict)
+
+    @property
+    def deterministic(self) -> bool:
+        return self.baseline_same and not self.differed and not self.missing
+
+    def __str__(self) -> str:
+        verdict = "outputs match" if self.deterministic else "outputs DIFFER"
+        lines = [
+            f"re-run {self.rerun} of {self.original}: {verdict}: baseline "
+            f"{'same' if self.baseline_same else 'different'}, {self.matched} evaluations identical, "
+            f"{len(self.differed)} different, {self.missing} not in both",
+        ]
+        lines += [f"  differs with spans {d} deleted" for d in self.differed[:10]]
+        lines += [f"  model {safe_terminal_text(k)}: {safe_terminal_text(repr(a))} -> {safe_terminal_text(repr(b))}"
+                  for k, (a, b) in self.model_changes.items()]
+        return "\n".join(lines)
+
+
+def reproduction(original: RunRecord, rerun: RunRecord) -> Reproduction:
+    """Evaluation by evaluation (same deleted spans, purpose and repeat): same answers?"""
+
+    def key(e):
+        return (tuple(e.dropped), e.purpose, e.repeat)
+
+    def same(x, y) -> bool:
+        if x.output is not None or y.output is not None:
+            return x.output == y.output
+        return x.target_logprob is not None and y.target_logprob is not None and abs(x.target_logprob - y.target_logprob) <= 1e-6
+
+    first, second = {key(e): e for e in original.evaluations}, {key(e): e for e in rerun.evaluations}
+    shared = first.keys() & second.keys()
+    differed = sorted(list(k[0]) for k in shared if not same(first[k], second[k]))
+    return Reproduction(
+        original=original.run_id,
+        rerun=rerun.run_id,
+        baseline_same=(original.baseline and original.baseline.output) == (rerun.baseline and rerun.baseline.output),
+        matched=len(shared) - len(differed),
+        differed=differed,
+        missing=len(first.keys() ^ second.keys()),
+        model_changes=_changes(_model(original), _model(rerun)),
+    )
+
+
 # --- renderings ----------------------------------------------------------------------------------
 
 _MARK = {"same": " ", "changed": "~", "added": "+", "removed": "-"}

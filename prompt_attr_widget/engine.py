@@ -467,6 +467,7 @@ async def run_events(
     run_id: str,
     stored: RunRecord | None = None,
     unreported: list | None = None,
+    rerun_of: str | None = None,
 ) -> AsyncIterator:
     """Stream the events of one attribution run.
 
@@ -487,6 +488,7 @@ async def run_events(
     if unreported is not None:
         run.unreported = unreported
     record, worst = run.header()
+    record.rerun_of = rerun_of
     if stored is None:
         check_projection(record.projected_usd, config.budget, config.model)
         yield RunStarted(record=record, planned=worst)

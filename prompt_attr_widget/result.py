@@ -31,6 +31,7 @@ class Attribution:
     def __init__(self, record: RunRecord, runs_dir: Path | None = None):
         self.record = record
         self.runs_dir = runs_dir
+        self.reproduction = None  # set by attribute(rerun=...): did the answers match the original's?
         by_id = {e.id: e for e in record.evaluations}
         scores = {s.index: s for s in record.attribution}
         spans = []

@@ -168,6 +168,7 @@ class RunRecord(BaseModel):
     reproducible: bool = True
     not_reproducible_because: str | None = None
     resumed_at: list[str] = Field(default_factory=list)  # when each resume began
+    rerun_of: str | None = None  # the run this one repeated from its stored snapshot
 
 
 # The stored options that replaying a run reads (notes, estimates): checked as the config checks them.

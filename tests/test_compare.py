@@ -115,3 +115,56 @@ def test_alignment_of_runs_with_no_scores(runs_dir):
     a.record.attribution.clear()  # a run stopped before any estimate
     rows = align_spans(a.record, b.record, comparable=True)
     assert all(r.delta is None for r in rows) and len(rows) >= len(b.spans)
+
+
+# --- re-run: a determinism check -------------------------------------------------------------------
+
+
+class Drifting(FakeBackend):
+    """A model whose answers change after `after` calls (a silent model update)."""
+
+    def __init__(self, after: int, **kw):
+        super().__init__(**kw)
+        self.after = after
+
+    async def complete(self, messages, params):
+        c = await super().complete(messages, params)
+        if self.calls > self.after:
+            c.text += " Drifted"
+        return c
+
+
+def test_a_rerun_of_a_deterministic_model_reports_matching_outputs(runs_dir):
+    first = run(runs_dir, V1)
+    backend = FakeBackend()
+    again = prompt_attr.attribute(rerun=first.run_id, backend=backend, runs_dir=runs_dir)
+    assert again.run_id != first.run_id and again.record.rerun_of == first.run_id
+    assert backend.calls > 0, "a re-run asks the model again (the cache is off by default)"
+    rep = again.reproduction
+    assert rep.deterministic and rep.baseline_same and rep.matched == len(first.record.evaluations)
+    assert "outputs match" in str(rep)
+    assert prompt_attr.load_run(again.run_id, runs_dir=runs_dir).record.rerun_of == first.run_id
+
+
+def test_a_rerun_reports_answers_that_changed(runs_dir):
+    first = run(runs_dir, V1)
+    again = prompt_attr.attribute(rerun=first.run_id, backend=Drifting(after=3), runs_dir=runs_dir)
+    rep = again.reproduction
+    assert not rep.deterministic and rep.baseline_same and rep.differed
+    assert "DIFFER" in str(rep)
+
+
+def test_a_rerun_keeps_what_the_run_computes(runs_dir):
+    first = run(runs_dir, V1)
+    with pytest.raises(prompt_attr.UsageError, match="method"):
+        prompt_attr.attribute(rerun=first.run_id, backend=FakeBackend(), runs_dir=runs_dir, method="surrogate")
+    with pytest.raises(prompt_attr.UsageError, match="not both"):
+        prompt_attr.attribute(rerun=first.run_id, resume=first.run_id, runs_dir=runs_dir)
+
+
+def test_cli_rerun(runs_dir, capsys):
+    first = prompt_attr.attribute(V1, model="fake", runs_dir=runs_dir, method="loo")
+    assert cli(["rerun", first.run_id, "--runs-dir", str(runs_dir)]) == 0
+    out = capsys.readouterr().out
+    assert f"of {first.run_id}: outputs match" in out
+    assert len(prompt_attr.list_runs(runs_dir)) == 2
