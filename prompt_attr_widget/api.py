@@ -40,6 +40,7 @@ async def attribute_async(
     on_event: EventSink | Sequence[EventSink] | None = None,
     resume: str | None = None,
     rerun: str | None = None,
+    tags: Sequence[str] = (),
     **options,
 ) -> Attribution:
     """Attribute the model's answer to the spans of `prompt`; the run is saved.
@@ -51,11 +52,14 @@ async def attribute_async(
     folder; `rerun=RUN_ID` repeats a run from its stored snapshot as a new
     run (call cache off unless `cache=True`, so the model is really asked
     again) and sets `result.reproduction`: did the answers match? Either way
-    only the options in RESUMABLE_OPTIONS may change.
+    only the options in RESUMABLE_OPTIONS may change. `tags` (baseline,
+    experimental) tag the run once it is saved; `label=` names it.
     """
     folder = resolve_runs_dir(runs_dir)
     store = RunWriter(folder)
     original = None
+    if set(tags) - {"baseline", "experimental"}:
+        raise UsageError(f"tags {sorted(tags)}: a new run can be tagged baseline or experimental")
     if resume is not None and rerun is not None:
         raise UsageError("give resume= or rerun=, not both")
     if resume is not None:
@@ -112,6 +116,10 @@ async def attribute_async(
     if store.record is not None:
         store.record.backend.fingerprint.update(backend.info.fingerprint)
     result = Attribution(store.record, folder)
+    if tags:
+        from .lifecycle import set_tags
+
+        set_tags(result.run_id, folder, add=tuple(tags))
     if original is not None:
         from .compare import reproduction
 
@@ -245,5 +253,6 @@ def load_run(run_id: str, runs_dir: str | Path | None = None) -> Attribution:
     return Attribution(read_run(run_id, folder), folder)
 
 
-def list_runs(runs_dir: str | Path | None = None) -> list[RunSummary]:
-    return _list_runs(resolve_runs_dir(runs_dir))
+def list_runs(runs_dir: str | Path | None = None, **where) -> list[RunSummary]:
+    """Saved runs, oldest first; filter with prompt (hash prefix), label, tag, model, status."""
+    return _list_runs(resolve_runs_dir(runs_dir), **where)

@@ -1,4 +1,4 @@
-"""The `prompt-attr` command: run, resume, rerun, ls, show, compare.
+"""The `prompt-attr` command: run, resume, rerun, ls, show, compare, tag, archive, restore, delete, prune.
 
 Exit codes: 0 success, 2 usage error, 3 refused or stopped by the budget,
 1 any other failure, 130 interrupted (the partial run is saved).
@@ -19,6 +19,7 @@ from .config import runs_dir as resolve_runs_dir
 from .cost import usd
 from .errors import BudgetRefused, PromptAttrError, UsageError
 from .events import Estimate, Progress, RunStarted
+from .lifecycle import TAGS
 from .render import heatmap_terminal, safe_terminal_text, top_table
 from .result import Attribution
 from .runs import list_runs, read_run
@@ -34,9 +35,34 @@ def _parser() -> argparse.ArgumentParser:
     add_run_options(run)
     _add_output_options(run)
 
-    ls = sub.add_parser("ls", help="list the runs in the runs folder")
+    ls = sub.add_parser("ls", help="list the runs in the runs folder (archived ones with --all)")
     ls.add_argument("--runs-dir", help="runs folder (default $PROMPT_ATTR_RUNS_DIR or ./runs)")
     ls.add_argument("--json", action="store_true")
+    ls.add_argument("--prompt", metavar="HASH", help="runs of this prompt (a prefix of its SHA-256)")
+    ls.add_argument("--label")
+    ls.add_argument("--tag", choices=TAGS)
+    ls.add_argument("--model")
+    ls.add_argument("--status", choices=["running", "finished", "aborted", "failed", "corrupt"])
+    ls.add_argument("--all", action="store_true", help="archived runs too")
+
+    tag = sub.add_parser("tag", help="tag a run: baseline, experimental or archived (--remove to untag)")
+    tag.add_argument("run_id", metavar="RUN_ID")
+    tag.add_argument("tags", nargs="+", choices=TAGS, metavar="TAG")
+    tag.add_argument("--remove", action="store_true")
+    tag.add_argument("--runs-dir")
+    for name, text in (("archive", "hide a run from ls (it stays readable)"), ("restore", "un-archive a run")):
+        p_ = sub.add_parser(name, help=text)
+        p_.add_argument("run_id", metavar="RUN_ID")
+        p_.add_argument("--runs-dir")
+    delete = sub.add_parser("delete", help="delete a run (a baseline only with --force)")
+    delete.add_argument("run_id", metavar="RUN_ID")
+    delete.add_argument("--force", action="store_true")
+    delete.add_argument("--runs-dir")
+    prune = sub.add_parser("prune", help="retention: per prompt keep baselines and the last N runs, archive the rest")
+    prune.add_argument("--keep-last", type=int, required=True, metavar="N")
+    prune.add_argument("--delete-archived", action="store_true", help="also delete runs already archived")
+    prune.add_argument("--dry-run", action="store_true", help="list what would change, change nothing")
+    prune.add_argument("--runs-dir")
 
     resume = sub.add_parser("resume", help="finish a stopped (aborted or failed) run; results already stored are not paid again")
     rerun = sub.add_parser("rerun", help="repeat a run from its stored snapshot as a new run and check the answers match")
@@ -105,6 +131,9 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-retries", type=int, help="retries of a failed or broken request (default 4)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the call cache")
     p.add_argument("--runs-dir", help="runs folder (default $PROMPT_ATTR_RUNS_DIR or ./runs)")
+    p.add_argument("--label", help="a name for the run, e.g. v1.2 (prompt-attr ls --label v1.2)")
+    p.add_argument("--tag", dest="tags", action="append", choices=("baseline", "experimental"),
+                   help="tag the run (repeatable)")
     p.add_argument("--allow-insecure", action="store_true", default=None,
                    help="allow a plain http --base-url that is not this machine (only on a trusted network)")
     p.add_argument("--redact", action="store_true", default=None,
@@ -123,7 +152,7 @@ def run_options(args: argparse.Namespace) -> dict:
     names = ("model", "base_url", "embed_model", "system", "segment", "window_tokens", "method", "refine_threshold",
              "budget", "concurrency", "rpm", "max_tokens", "timeout", "max_retries", "runs_dir", "masks", "keep_prob", "scorer",
              "target", "noise_repeats", "min_effect", "faithfulness", "logprob_template", "seed",
-             "allow_insecure", "redact", "redact_patterns")
+             "allow_insecure", "redact", "redact_patterns", "label", "tags")
     options = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     if args.target_range is not None:
         if args.target is not None:
@@ -255,17 +284,41 @@ def _attribute_and_print(args, prompt: str | None, **options) -> int:
 
 
 def _cmd_ls(args) -> int:
-    runs = list_runs(resolve_runs_dir(args.runs_dir))
+    where = {k: getattr(args, k) for k in ("prompt", "label", "tag", "model", "status")}
+    runs = list_runs(resolve_runs_dir(args.runs_dir), **where)
+    if not args.all and args.tag != "archived":
+        runs = [r for r in runs if "archived" not in r.tags]
     if args.json:
         print(json.dumps([asdict(r) for r in runs], indent=1))
         return 0
     if not runs:
         print("no runs yet")
         return 0
-    print(f"{'run id':<30} {'status':<9} {'model':<24} {'spans':>5} {'evals':>5} {'spend':>9}  top span")
+    print(f"{'run id':<30} {'status':<9} {'prompt':<8} {'label/tags':<18} {'model':<20} {'spans':>5} {'evals':>5} {'spend':>9}  top span")
     for r in runs:
         spend = "?" if r.spend_usd is None else usd(r.spend_usd)
-        print(f"{safe_terminal_text(r.run_id):<30} {r.status:<9} {safe_terminal_text(r.model)[:24]:<24} {r.spans:>5} {r.evaluations:>5} {spend:>9}  {safe_terminal_text(r.top_span)}")
+        marks = safe_terminal_text(" ".join(filter(None, [r.label, *r.tags])))[:18]
+        print(f"{safe_terminal_text(r.run_id):<30} {r.status:<9} {r.prompt_sha256[:8]:<8} {marks:<18} "
+              f"{safe_terminal_text(r.model)[:20]:<20} {r.spans:>5} {r.evaluations:>5} {spend:>9}  {safe_terminal_text(r.top_span)}")
+    return 0
+
+
+def _cmd_lifecycle(args) -> int:
+    from . import lifecycle
+
+    folder = resolve_runs_dir(args.runs_dir)
+    if args.command == "tag":
+        change = {"remove" if args.remove else "add": tuple(args.tags)}
+        print(f"{args.run_id}: tags {lifecycle.set_tags(args.run_id, folder, **change)}")
+    elif args.command in ("archive", "restore"):
+        print(f"{args.run_id}: tags {getattr(lifecycle, args.command)(args.run_id, folder)}")
+    elif args.command == "delete":
+        print(f"deleted {lifecycle.delete(args.run_id, folder, force=args.force)}")
+    else:
+        plan = lifecycle.plan_retention(folder, args.keep_last, args.delete_archived)
+        print(("dry run: " if args.dry_run else "") + str(plan))
+        if not args.dry_run:
+            lifecycle.apply_retention(plan, folder)
     return 0
 
 
@@ -287,7 +340,7 @@ def _cmd_show(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handler = {"run": _cmd_run, "resume": _cmd_resume, "rerun": _cmd_rerun, "ls": _cmd_ls, "show": _cmd_show, "compare": _cmd_compare}[args.command]
+    handler = {"run": _cmd_run, "resume": _cmd_resume, "rerun": _cmd_rerun, **dict.fromkeys(("tag", "archive", "restore", "delete", "prune"), _cmd_lifecycle), "ls": _cmd_ls, "show": _cmd_show, "compare": _cmd_compare}[args.command]
     try:
         return handler(args)
     except BudgetRefused as exc:

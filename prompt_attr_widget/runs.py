@@ -17,7 +17,7 @@ import re
 import secrets
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -360,6 +360,9 @@ class RunSummary:
     evaluations: int
     spend_usd: float | None
     top_span: str
+    prompt_sha256: str = ""  # runs of the same prompt and settings share it
+    label: str | None = None
+    tags: list[str] = field(default_factory=list)  # from tags.json: they change after the run
 
 
 def summarise(record: RunRecord) -> RunSummary:
@@ -374,6 +377,8 @@ def summarise(record: RunRecord) -> RunSummary:
         evaluations=len(record.evaluations),
         spend_usd=record.spend.usd,
         top_span=" ".join(top_text.split())[:60],
+        prompt_sha256=record.prompt_sha256,
+        label=record.config.get("label"),
     )
 
 
@@ -394,18 +399,37 @@ def _stored_summary(path: Path) -> RunSummary | None:
     return summary if fresh and summary.status != "running" and summary.run_id == path.name else None
 
 
-def list_runs(runs_dir: Path) -> list[RunSummary]:
-    """Every run in the folder, oldest first; quick: a small summary.json per run is enough."""
+def list_runs(runs_dir: Path, **where) -> list[RunSummary]:
+    """Every run in the folder, oldest first; quick: a small summary.json per run is enough.
+
+    `where` filters (see `matches`): prompt (a hash prefix), label, tag, model, status.
+    """
+    from .lifecycle import read_tags
+
     out = []
     for run_id in run_ids(runs_dir):
-        summary = _stored_summary(Path(runs_dir) / run_id)
+        path = Path(runs_dir) / run_id
+        summary = _stored_summary(path)
         if summary is None:
             try:
                 summary = summarise(read_run(run_id, runs_dir))
             except PromptAttrError as exc:
                 summary = RunSummary(run_id, "?", "corrupt", "?", 0, 0, None, str(exc)[:60])
-        out.append(summary)
+        summary.tags = read_tags(path)
+        if matches(summary, **where):
+            out.append(summary)
     return out
+
+
+def matches(s: RunSummary, prompt=None, label=None, tag=None, model=None, status=None) -> bool:
+    """Whether a run passes the `ls` filters (None: any)."""
+    return (
+        (prompt is None or s.prompt_sha256.startswith(prompt))
+        and (label is None or s.label == label)
+        and (tag is None or tag in s.tags)
+        and (model is None or s.model == model)
+        and (status is None or s.status == status)
+    )
 
 
 def dump_json(record: RunRecord) -> str:
