@@ -1,4 +1,4 @@
-"""The `prompt-attr` command: run, resume, rerun, ls, show, compare, tag, archive, restore, delete, prune.
+"""The `prompt-attr` command: run, resume, rerun, ls, show, compare, export, tag, archive, restore, delete, prune.
 
 Exit codes: 0 success, 2 usage error, 3 refused or stopped by the budget,
 1 any other failure, 130 interrupted (the partial run is saved).
@@ -83,6 +83,14 @@ def _parser() -> argparse.ArgumentParser:
     cmp.add_argument("run_b", metavar="RUN_B")
     cmp.add_argument("--runs-dir")
     cmp.add_argument("--json", action="store_true", help="print the comparison as JSON")
+
+    export = sub.add_parser("export", help="a run as CSV, JSON or a standalone HTML report (no model calls)")
+    export.add_argument("run_id", metavar="RUN_ID")
+    export.add_argument("--format", choices=["csv", "json", "html"], default="csv")
+    export.add_argument("--table", choices=["spans", "evaluations"], default="spans", help="for csv and json")
+    export.add_argument("--compare-with", metavar="RUN_B", help="html: a report comparing RUN_ID with RUN_B")
+    export.add_argument("-o", "--output", metavar="FILE", help="write here instead of standard output")
+    export.add_argument("--runs-dir")
 
     show = sub.add_parser("show", help="replay a saved run (no model calls); RUN_ID may be a prefix or 'latest'")
     show.add_argument("run_id", metavar="RUN_ID")
@@ -330,6 +338,32 @@ def _cmd_compare(args) -> int:
     return 0
 
 
+def _cmd_export(args) -> int:
+    from . import export
+
+    folder = resolve_runs_dir(args.runs_dir)
+    record = read_run(args.run_id, folder)
+    if args.compare_with:
+        if args.format != "html":
+            raise UsageError("--compare-with makes an HTML report: add --format html")
+        from .compare import compare
+
+        text = compare(record, args.compare_with, runs_dir=folder).report_html()
+    elif args.format == "html":
+        text = export.run_report(record)
+    else:
+        text = getattr(export, f"to_{args.format}")(record, args.table)
+    if args.output:
+        try:
+            Path(args.output).write_text(text, "utf-8")
+        except OSError as exc:
+            raise UsageError(f"cannot write {args.output}: {exc.strerror}") from None
+        print(f"wrote {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def _cmd_show(args) -> int:
     folder = resolve_runs_dir(args.runs_dir)
     result = Attribution(read_run(args.run_id, folder), folder)
@@ -340,7 +374,11 @@ def _cmd_show(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handler = {"run": _cmd_run, "resume": _cmd_resume, "rerun": _cmd_rerun, **dict.fromkeys(("tag", "archive", "restore", "delete", "prune"), _cmd_lifecycle), "ls": _cmd_ls, "show": _cmd_show, "compare": _cmd_compare}[args.command]
+    handler = {
+        "run": _cmd_run, "resume": _cmd_resume, "rerun": _cmd_rerun, "ls": _cmd_ls, "show": _cmd_show,
+        "compare": _cmd_compare, "export": _cmd_export,
+        **dict.fromkeys(("tag", "archive", "restore", "delete", "prune"), _cmd_lifecycle),
+    }[args.command]
     try:
         return handler(args)
     except BudgetRefused as exc:

@@ -79,6 +79,12 @@ class Comparison:
     def _repr_html_(self) -> str:
         return comparison_html(self)
 
+    def report_html(self) -> str:
+        """A standalone HTML report of the comparison: opens offline, loads nothing."""
+        from .export import comparison_report
+
+        return comparison_report(self)
+
 
 def compare(run_a: str | RunRecord, run_b: str | RunRecord, runs_dir: str | Path | None = None) -> Comparison:
     """Compare two runs (ids, prefixes, 'latest', or records); no model calls."""
@@ -302,4 +308,4 @@ def _usd(value: float | None) -> str:
 
 
 def _secs(ms: float | None) -> str:
-    return "?" if ms is None else f"{ms / 1000:.1f}s"
+    return "?" if ms is None else f"{ms / 1000:.2f}s"

@@ -111,6 +111,18 @@ class Attribution:
     def to_json(self) -> str:
         return dump_json(self.record)
 
+    def to_csv(self, table: str = "spans") -> str:
+        """The spans (with scores) or the evaluations as CSV."""
+        from .export import to_csv
+
+        return to_csv(self.record, table)
+
+    def report_html(self) -> str:
+        """A standalone HTML report of the run: opens offline, loads nothing."""
+        from .export import run_report
+
+        return run_report(self.record)
+
     def _repr_html_(self) -> str:
         return heatmap_html(self.record)
 

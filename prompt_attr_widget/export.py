@@ -1,0 +1,107 @@
+"""Export a run or a comparison: CSV and JSON tables, and standalone HTML reports.
+
+A report is one HTML file with its styles inline and nothing to fetch (no
+script, no font, no image, and a Content-Security-Policy that forbids
+loading anything), so it opens offline in any browser and can be mailed or
+attached to a ticket. Every prompt and answer text in it is escaped.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+from collections.abc import Iterable
+
+from .render import heatmap_html
+from .schema import RunRecord
+
+SPAN_COLUMNS = ("index", "start", "end", "text", "score", "stderr", "significant", "resolved")
+EVALUATION_COLUMNS = ("id", "round", "purpose", "dropped", "score", "output", "target_logprob", "cosine",
+                      "prompt_tokens", "completion_tokens", "cost_usd", "elapsed_ms", "cache_hit")
+TABLES = ("spans", "evaluations")
+
+
+def rows(record: RunRecord, table: str) -> list[dict]:
+    """The rows of one table: spans (with their scores) or evaluations."""
+    if table == "spans":
+        scores = {s.index: s for s in record.attribution}
+        return [
+            {**span.model_dump(include={"index", "start", "end", "text"}),
+             "score": getattr(scores.get(span.index), "score", None),
+             "stderr": getattr(scores.get(span.index), "stderr", None),
+             "significant": getattr(scores.get(span.index), "significant", None),
+             "resolved": getattr(scores.get(span.index), "resolved", None)}
+            for span in record.spans
+        ]
+    if table == "evaluations":
+        return [{k: (e.dropped if k == "dropped" else getattr(e, k)) for k in EVALUATION_COLUMNS} for e in record.evaluations]
+    raise ValueError(f"unknown table {table!r}: {', '.join(TABLES)}")
+
+
+def to_csv(record: RunRecord, table: str = "spans") -> str:
+    """A CSV table; a cell a spreadsheet would run as a formula is quoted with a leading '."""
+    columns = SPAN_COLUMNS if table == "spans" else EVALUATION_COLUMNS
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows(record, table):
+        writer.writerow({k: _cell(v) for k, v in row.items()})
+    return out.getvalue()
+
+
+def to_json(record: RunRecord, table: str = "spans") -> str:
+    return json.dumps(rows(record, table), indent=1, ensure_ascii=False)
+
+
+def _cell(value) -> object:
+    """CSV injection guard: text starting with = + - @ (or a tab/CR) is prefixed with '."""
+    if isinstance(value, list):
+        value = " ".join(map(str, value))
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
+def report_html(title: str, body_parts: Iterable[str]) -> str:
+    """A complete, self-contained HTML document around already-escaped parts."""
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; style-src \'unsafe-inline\'">'
+        f"<title>{html.escape(title)}</title>"
+        "<style>body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#111}"
+        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 6px;vertical-align:top;text-align:left}"
+        "ins{background:rgba(34,197,94,.3);text-decoration:none}del{background:rgba(239,68,68,.25)}</style>"
+        f"</head><body><h1>{html.escape(title)}</h1>{''.join(body_parts)}"
+        "<p style=\"color:#666\">made by prompt_attr</p></body></html>\n"
+    )
+
+
+def run_report(record: RunRecord) -> str:
+    """A run as a standalone HTML page: the heat-map, notes, top spans and every span's score."""
+    table = "".join(
+        f"<tr><td>{r['index']}</td><td>{_number(r['score'])}</td>"
+        f"<td>{_number(r['stderr'])}</td><td>{_flag(r['significant'])}</td>"
+        f"<td>{html.escape(r['text'])}</td></tr>"
+        for r in rows(record, "spans")
+    )
+    return report_html(
+        f"prompt_attr run {record.run_id}",
+        [heatmap_html(record),
+         "<h2>Every span</h2><table><thead><tr><th>span</th><th>score</th><th>±</th><th>above noise</th>"
+         f"<th>text</th></tr></thead><tbody>{table}</tbody></table>"],
+    )
+
+
+def comparison_report(comparison) -> str:
+    """A comparison as a standalone HTML page."""
+    return report_html(f"prompt_attr: {comparison.run_a} vs {comparison.run_b}", [comparison._repr_html_()])
+
+
+def _number(value: float | None) -> str:
+    return "" if value is None else f"{value:.4f}"
+
+
+def _flag(significant: bool | None) -> str:
+    return {True: "yes", False: "noise", None: ""}[significant]
