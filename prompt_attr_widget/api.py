@@ -163,6 +163,26 @@ async def _close(events) -> None:
             await events.aclose()
 
 
+async def ab_async(prompt_a: str, prompt_b: str, **options):
+    """Attribute two variants of a prompt under identical settings and compare them.
+
+    Both runs are saved (labelled `<label>/A` and `<label>/B` when a label is
+    given); they run one after the other so that A's answers, cached, are
+    not asked twice where the variants share text.
+    """
+    from .compare import ABResult, compare_records
+
+    label = options.pop("label", None)
+    a = await attribute_async(prompt_a, label=f"{label}/A" if label else None, **options)
+    b = await attribute_async(prompt_b, label=f"{label}/B" if label else None, **options)
+    return ABResult(a, b, compare_records(a.record, b.record))
+
+
+def ab(prompt_a: str, prompt_b: str, **options):
+    """Synchronous `ab_async`."""
+    return _run_sync(ab_async(prompt_a, prompt_b, **options))
+
+
 async def score_deletions_async(
     prompt: str,
     deletions: Sequence[Sequence[int]],

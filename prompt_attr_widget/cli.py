@@ -1,4 +1,4 @@
-"""The `prompt-attr` command: run, resume, rerun, ls, show, compare, export, tag, archive, restore, delete, prune.
+"""The `prompt-attr` command: run, ab, resume, rerun, ls, show, compare, export, tag, archive, restore, delete, prune.
 
 Exit codes: 0 success, 2 usage error, 3 refused or stopped by the budget,
 1 any other failure, 130 interrupted (the partial run is saved).
@@ -63,6 +63,12 @@ def _parser() -> argparse.ArgumentParser:
     prune.add_argument("--delete-archived", action="store_true", help="also delete runs already archived")
     prune.add_argument("--dry-run", action="store_true", help="list what would change, change nothing")
     prune.add_argument("--runs-dir")
+
+    ab = sub.add_parser("ab", help="attribute two variants of a prompt under identical settings and compare them")
+    ab.add_argument("file_a", metavar="FILE_A")
+    ab.add_argument("file_b", metavar="FILE_B")
+    add_run_options(ab)
+    ab.add_argument("--json", action="store_true", help="print the comparison as JSON")
 
     resume = sub.add_parser("resume", help="finish a stopped (aborted or failed) run; results already stored are not paid again")
     rerun = sub.add_parser("rerun", help="repeat a run from its stored snapshot as a new run and check the answers match")
@@ -330,6 +336,15 @@ def _cmd_lifecycle(args) -> int:
     return 0
 
 
+def _cmd_ab(args) -> int:
+    from .api import ab
+
+    options = run_options(args)
+    result = ab(read_prompt(args.file_a), read_prompt(args.file_b), on_event=ProgressLine(), **options)
+    print(result.comparison.to_json() if args.json else result)
+    return 0 if result.a.status == result.b.status == "finished" else 1
+
+
 def _cmd_compare(args) -> int:
     from .compare import compare
 
@@ -376,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     handler = {
         "run": _cmd_run, "resume": _cmd_resume, "rerun": _cmd_rerun, "ls": _cmd_ls, "show": _cmd_show,
-        "compare": _cmd_compare, "export": _cmd_export,
+        "compare": _cmd_compare, "export": _cmd_export, "ab": _cmd_ab,
         **dict.fromkeys(("tag", "archive", "restore", "delete", "prune"), _cmd_lifecycle),
     }[args.command]
     try:

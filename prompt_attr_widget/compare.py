@@ -86,6 +86,38 @@ class Comparison:
         return comparison_report(self)
 
 
+@dataclass
+class ABResult:
+    """Two variants of a prompt attributed under identical settings, and what the edit did."""
+
+    a: object  # Attribution
+    b: object
+    comparison: Comparison
+
+    def edits(self) -> list[AlignedSpan]:
+        """The spans the edit touched (changed, added, removed), the most influential first.
+
+        A span's score is how much deleting it moves its own run's answer, so
+        an edited span with a high score in B is one whose new wording the
+        answer leans on."""
+        rows = [r for r in self.comparison.spans if r.status != "same"]
+        return sorted(rows, key=lambda r: -max(abs(r.score_a or 0), abs(r.score_b or 0)))
+
+    def __str__(self) -> str:
+        lines = [f"A/B: {self.comparison.run_a} (A) vs {self.comparison.run_b} (B); "
+                 f"{'same answer' if self.comparison.same_answer else 'the answer changed'}"]
+        for r in self.edits():
+            text = safe_terminal_text(" ".join((r.text_b or r.text_a or "").split()))[:60]
+            lines.append(f"  {r.status:<8} A {_num(r.score_a):>7}  B {_num(r.score_b):>7}  {text}")
+        lines.append("answer: " + " ".join(
+            {"equal": w, "delete": f"[-{w}-]", "insert": f"{{+{w}+}}"}[op] for op, w in self.comparison.baseline_diff
+        ))
+        return safe_terminal_text("\n".join(lines))
+
+    def _repr_html_(self) -> str:
+        return comparison_html(self.comparison)
+
+
 def compare(run_a: str | RunRecord, run_b: str | RunRecord, runs_dir: str | Path | None = None) -> Comparison:
     """Compare two runs (ids, prefixes, 'latest', or records); no model calls."""
     from .config import runs_dir as resolve_runs_dir

@@ -168,3 +168,29 @@ def test_cli_rerun(runs_dir, capsys):
     out = capsys.readouterr().out
     assert f"of {first.run_id}: outputs match" in out
     assert len(prompt_attr.list_runs(runs_dir)) == 2
+
+
+# --- A/B of prompt variants ---------------------------------------------------------------------------
+
+
+def test_ab_attributes_both_variants_under_identical_settings(runs_dir):
+    result = prompt_attr.ab(V1, V2, backend=FakeBackend(), runs_dir=runs_dir, method="loo", label="exp")
+    a, b = result.a.record, result.b.record
+    assert {k: v for k, v in a.config.items() if k != "label"} == {k: v for k, v in b.config.items() if k != "label"}
+    assert (a.config["label"], b.config["label"]) == ("exp/A", "exp/B")
+    edits = result.edits()
+    assert {r.status for r in edits} == {"changed", "added", "removed"}
+    assert edits[0].text_b == "The Red Falcon landed safely."  # the answer leans most on the edited span
+    text = str(result)
+    assert "the answer changed" in text and "{+Red+}" in text and "[-Blue-]" in text
+    assert [r.run_id for r in prompt_attr.list_runs(runs_dir, label="exp/B")] == [result.b.run_id]
+
+
+def test_cli_ab(runs_dir, tmp_path, capsys):
+    fa, fb = tmp_path / "a.txt", tmp_path / "b.txt"
+    fa.write_text(V1, "utf-8")
+    fb.write_text(V2, "utf-8")
+    assert cli(["ab", str(fa), str(fb), "--model", "fake", "--method", "loo", "--runs-dir", str(runs_dir), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert {r["status"] for r in data["spans"]} >= {"changed", "added", "removed"}
+    assert len(prompt_attr.list_runs(runs_dir)) == 2
