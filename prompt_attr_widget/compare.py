@@ -79,6 +79,12 @@ class Comparison:
     def _repr_html_(self) -> str:
         return comparison_html(self)
 
+    def widget(self):
+        """The side-by-side widget view (Jupyter)."""
+        from .widget import CompareWidget
+
+        return CompareWidget(self)
+
     def report_html(self) -> str:
         """A standalone HTML report of the comparison: opens offline, loads nothing."""
         from .export import comparison_report

@@ -171,7 +171,7 @@ class AttributeMagics(Magics):
         if len(parts) not in (2, 3):
             _fail("usage: %attribute_compare RUN_A RUN_B [RUNS_DIR]  (ids, prefixes or 'latest')")
         try:
-            return compare(parts[0], parts[1], runs_dir=parts[2] if len(parts) > 2 else None)
+            return compare(parts[0], parts[1], runs_dir=parts[2] if len(parts) > 2 else None).widget()
         except PromptAttrError as exc:
             _fail(str(exc))
 

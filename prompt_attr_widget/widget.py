@@ -271,3 +271,47 @@ def _final_progress(record: RunRecord, last: dict | None = None) -> dict:
         "elapsed_s": round(elapsed / 1000, 3) if elapsed is not None else (last or {}).get("elapsed_s", 0),
         "eta_s": None,
     }
+
+
+class CompareWidget(anywidget.AnyWidget):
+    """Two runs side by side (front-end in js/compare.js): aligned spans coloured by
+    their score in each run, the score deltas, the answer diff and what changed."""
+
+    _esm = _asset("compare.js")
+    _css = _asset("widget.css")
+
+    header = t.Dict().tag(sync=True)
+    rows = t.List().tag(sync=True)
+    answer = t.List().tag(sync=True)
+    changes = t.List().tag(sync=True)
+
+    def __init__(self, comparison=None, **kwargs):
+        super().__init__(**kwargs)
+        self.comparison = comparison
+        if comparison is not None:
+            self._fill(comparison)
+
+    def _fill(self, c) -> None:
+        from dataclasses import asdict
+
+        from .compare import _secs, _usd
+
+        with self.hold_sync():
+            self.header = {
+                "run_a": c.run_a, "run_b": c.run_b, "same_prompt": c.same_prompt, "same_answer": c.same_answer,
+                "comparable": c.comparable_scores, "unit_a": c.unit_a, "unit_b": c.unit_b,
+                "cost": f"spend {_usd(c.spend_usd[0])} → {_usd(c.spend_usd[1])}, calls {c.calls[0]} → {c.calls[1]}, "
+                        f"time {_secs(c.total_ms[0])} → {_secs(c.total_ms[1])}",
+            }
+            self.rows = [asdict(r) for r in c.spans]
+            self.answer = [list(op) for op in c.baseline_diff]
+            self.changes = [[what, key, repr(a), repr(b)] for what, ch in (("config", c.config_changes),
+                            ("model", c.model_changes)) for key, (a, b) in ch.items()]
+
+    def _repr_mimebundle_(self, **kwargs):
+        bundle = super()._repr_mimebundle_(**kwargs)
+        data = bundle[0] if isinstance(bundle, tuple) else bundle
+        if self.comparison is not None:
+            data["text/plain"] = f"CompareWidget({self.comparison.run_a} vs {self.comparison.run_b})"
+            data["text/html"] = self.comparison._repr_html_()
+        return bundle

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from prompt_attr_widget.widget import AttributionWidget
+from prompt_attr_widget.widget import AttributionWidget, CompareWidget
 
 ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOTS = ROOT / "artifacts" / "screenshots"
@@ -97,6 +97,16 @@ window.__mount = (state) => {
   return typeof window.__cleanup;
 };
 window.__apply = (changes) => { window.__model.apply(changes); };
+window.__mountCompare = async (state) => {
+  const compare = (await import("./compare.js")).default;
+  const root = document.getElementById("root");
+  root.replaceChildren();
+  const el = document.createElement("div");
+  root.appendChild(el);
+  window.__model = makeModel(state);
+  window.__cleanup = compare.render({ model: window.__model, el });
+  return typeof window.__cleanup;
+};
 window.__harnessReady = true;
 """
 
@@ -157,6 +167,7 @@ def site(tmp_path_factory):
     folder = tmp_path_factory.mktemp("site")
     (folder / "widget.js").write_text(str(AttributionWidget._esm), "utf-8")
     (folder / "widget.css").write_text(str(AttributionWidget._css), "utf-8")
+    (folder / "compare.js").write_text(str(CompareWidget._esm), "utf-8")
     (folder / "harness.js").write_text(HARNESS_JS, "utf-8")
     (folder / "index.html").write_text(HARNESS_HTML, "utf-8")
     handler = functools.partial(_QuietHandler, directory=str(folder))
@@ -186,6 +197,9 @@ class Page:
 
     def mount(self, state: dict) -> None:
         assert self.page.evaluate("(s) => window.__mount(s)", state) == "function"
+
+    def mount_compare(self, state: dict) -> None:
+        assert self.page.evaluate("(s) => window.__mountCompare(s)", state) == "function"
 
     def apply(self, changes: dict) -> None:
         self.page.evaluate("(c) => window.__apply(c)", changes)

@@ -98,8 +98,11 @@ def test_magic_compare(runs_dir):
     shell = InteractiveShell.instance()
     shell.run_line_magic("load_ext", "prompt_attr")
     a, b = run(runs_dir, V1), run(runs_dir, V2)
-    c = shell.run_line_magic("attribute_compare", f"{a.run_id} {b.run_id} {runs_dir}")
-    assert c.run_a == a.run_id and "<table>" in c._repr_html_()
+    w = shell.run_line_magic("attribute_compare", f"{a.run_id} {b.run_id} {runs_dir}")
+    assert w.header["run_a"] == a.run_id and len(w.rows) == len(w.comparison.spans)
+    bundle = w._repr_mimebundle_()
+    data = bundle[0] if isinstance(bundle, tuple) else bundle
+    assert "<table>" in data["text/html"] and b.run_id in data["text/plain"]
     with pytest.raises(IPythonUsageError, match="usage"):
         shell.run_line_magic("attribute_compare", a.run_id)
 
@@ -194,3 +197,32 @@ def test_cli_ab(runs_dir, tmp_path, capsys):
     data = json.loads(capsys.readouterr().out)
     assert {r["status"] for r in data["spans"]} >= {"changed", "added", "removed"}
     assert len(prompt_attr.list_runs(runs_dir)) == 2
+
+
+# --- the side-by-side widget in a real browser ---------------------------------------------------------
+
+
+@pytest.mark.browser
+def test_compare_widget_in_chromium(page, runs_dir):
+    from browser_harness import SCREENSHOTS, view_state
+
+    hostile = V2.replace("Zebra Crossing Ahead.", "<img src=x onerror=window.__pwned=1> Zebra.")
+    a, b = run(runs_dir, V1), run(runs_dir, hostile)
+    widget = prompt_attr.compare(a.run_id, b.run_id, runs_dir=runs_dir).widget()
+    dialogs = []
+    page.page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    page.mount_compare(view_state(widget))
+    rows = page.page.eval_on_selector_all(
+        "#root .pa-cmp-row", "rs => rs.map(r => ({cls: r.className, cells: [...r.cells].map(c => c.textContent)}))"
+    )
+    assert [r["cls"].split()[-1] for r in rows] == [f"pa-cmp-{r.status}" for r in widget.comparison.spans]
+    changed = next(r for r in rows if r["cls"].endswith("pa-cmp-changed"))
+    assert changed["cells"][1:4:2] == ["The Blue Falcon landed safely.", "The Red Falcon landed safely."]
+    added = next(r for r in rows if r["cls"].endswith("pa-cmp-added"))
+    assert added["cells"][3].startswith("<img src=x onerror=")  # shown as text
+    assert page.page.evaluate("window.__pwned") is None and not dialogs
+    assert page.page.locator("#root img").count() == 0
+    assert page.page.locator("#root ins.pa-diff-add").first.text_content()
+    assert not page.errors, page.errors
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.page.locator("#wrap").screenshot(path=str(SCREENSHOTS / "widget-compare.png"))
