@@ -80,9 +80,9 @@ def _parser() -> argparse.ArgumentParser:
         p_.add_argument("--concurrency", type=int)
         p_.add_argument("--rpm", type=float)
         p_.add_argument("--timeout", type=float)
+        p_.add_argument("--cache", action=argparse.BooleanOptionalAction, default=None,
+                        help="use the call cache (resume: on by default; rerun: off, so the model is asked again)")
         _add_output_options(p_)
-    resume.add_argument("--no-cache", action="store_true")
-    rerun.add_argument("--cache", action="store_true", help="answer from the call cache (off by default: the model is asked again)")
 
     cmp = sub.add_parser("compare", help="compare two runs: span alignment, score deltas, answer diff (no model calls)")
     cmp.add_argument("run_a", metavar="RUN_A")
@@ -252,25 +252,13 @@ def _cmd_run(args) -> int:
     return _attribute_and_print(args, read_prompt(args.file), **run_options(args))
 
 
-def _stored_run_options(args) -> dict:
-    names = ("runs_dir", "base_url", "budget", "concurrency", "rpm", "timeout")
-    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
-
-
-def _cmd_resume(args) -> int:
-    options = _stored_run_options(args)
-    if args.no_cache:
-        options["cache"] = False
-    print(f"resuming run {safe_terminal_text(args.run_id)}", file=sys.stderr)
-    return _attribute_and_print(args, None, resume=args.run_id, **options)
-
-
-def _cmd_rerun(args) -> int:
-    options = _stored_run_options(args)
-    if args.cache:
-        options["cache"] = True
-    print(f"re-running run {safe_terminal_text(args.run_id)} from its stored snapshot", file=sys.stderr)
-    return _attribute_and_print(args, None, rerun=args.run_id, **options)
+def _cmd_stored(args) -> int:
+    """resume (finish a stopped run in place) or rerun (repeat it as a new run)."""
+    names = ("runs_dir", "base_url", "budget", "concurrency", "rpm", "timeout", "cache")
+    options = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    doing = "resuming" if args.command == "resume" else "re-running"
+    print(f"{doing} run {safe_terminal_text(args.run_id)}", file=sys.stderr)
+    return _attribute_and_print(args, None, **{args.command: args.run_id}, **options)
 
 
 def _attribute_and_print(args, prompt: str | None, **options) -> int:
@@ -390,7 +378,7 @@ def _cmd_show(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     handler = {
-        "run": _cmd_run, "resume": _cmd_resume, "rerun": _cmd_rerun, "ls": _cmd_ls, "show": _cmd_show,
+        "run": _cmd_run, "resume": _cmd_stored, "rerun": _cmd_stored, "ls": _cmd_ls, "show": _cmd_show,
         "compare": _cmd_compare, "export": _cmd_export, "ab": _cmd_ab,
         **dict.fromkeys(("tag", "archive", "restore", "delete", "prune"), _cmd_lifecycle),
     }[args.command]

@@ -86,7 +86,7 @@ function makeModel(initial) {
   return model;
 }
 
-window.__mount = (state) => {
+function mountWith(widget, state) {
   if (window.__cleanup) window.__cleanup();
   const root = document.getElementById("root");
   root.replaceChildren();
@@ -95,18 +95,11 @@ window.__mount = (state) => {
   window.__model = makeModel(state);
   window.__cleanup = widget.render({ model: window.__model, el });
   return typeof window.__cleanup;
-};
+}
+
+window.__mount = (state) => mountWith(widget, state);
+window.__mountCompare = async (state) => mountWith((await import("./compare.js")).default, state);
 window.__apply = (changes) => { window.__model.apply(changes); };
-window.__mountCompare = async (state) => {
-  const compare = (await import("./compare.js")).default;
-  const root = document.getElementById("root");
-  root.replaceChildren();
-  const el = document.createElement("div");
-  root.appendChild(el);
-  window.__model = makeModel(state);
-  window.__cleanup = compare.render({ model: window.__model, el });
-  return typeof window.__cleanup;
-};
 window.__harnessReady = true;
 """
 
