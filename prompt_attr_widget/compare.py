@@ -62,6 +62,14 @@ class Comparison:
     def same_answer(self) -> bool:
         return self.baseline_a == self.baseline_b
 
+    def cost_line(self, arrow: str = "→") -> str:
+        """Spend, calls and time, A to B (the text report passes "->" for plain terminals)."""
+        from .cost import usd
+
+        return (f"spend {usd(self.spend_usd[0])} {arrow} {usd(self.spend_usd[1])}, "
+                f"calls {self.calls[0]} {arrow} {self.calls[1]}, "
+                f"time {_secs(self.total_ms[0])} {arrow} {_secs(self.total_ms[1])}")
+
     def moved(self, k: int = 5) -> list[AlignedSpan]:
         """The aligned spans whose score moved most (largest |delta|), edits first on ties."""
         rows = [r for r in self.spans if r.delta is not None]
@@ -301,8 +309,7 @@ def comparison_text(c: Comparison) -> str:
     for title, changes in (("config", c.config_changes), ("model", c.model_changes)):
         for key, (va, vb) in changes.items():
             lines.append(f"{title} {t(key)}: {t(repr(va))} -> {t(repr(vb))}")
-    lines.append(f"spend {_usd(c.spend_usd[0])} -> {_usd(c.spend_usd[1])}, calls {c.calls[0]} -> {c.calls[1]}, "
-                 f"time {_secs(c.total_ms[0])} -> {_secs(c.total_ms[1])}")
+    lines.append(c.cost_line("->"))
     return "\n".join(lines)
 
 
@@ -334,15 +341,8 @@ def comparison_html(c: Comparison) -> str:
         f"{'same answer' if c.same_answer else 'answers differ'}</p>{note}"
         '<table><thead><tr><th></th><th>span in A</th><th>span in B</th><th>A</th><th>B</th><th>Δ</th></tr></thead>'
         f"<tbody>{rows}</tbody></table><p>Answer: {answer}</p><ul>{changes}</ul>"
-        f"<p>spend {_usd(c.spend_usd[0])} → {_usd(c.spend_usd[1])}, calls {c.calls[0]} → {c.calls[1]}, "
-        f"time {_secs(c.total_ms[0])} → {_secs(c.total_ms[1])}</p></div>"
+        f"<p>{html.escape(c.cost_line())}</p></div>"
     )
-
-
-def _usd(value: float | None) -> str:
-    from .cost import usd
-
-    return usd(value)
 
 
 def _secs(ms: float | None) -> str:

@@ -294,14 +294,11 @@ class CompareWidget(anywidget.AnyWidget):
     def _fill(self, c) -> None:
         from dataclasses import asdict
 
-        from .compare import _secs, _usd
-
         with self.hold_sync():
             self.header = {
                 "run_a": c.run_a, "run_b": c.run_b, "same_prompt": c.same_prompt, "same_answer": c.same_answer,
                 "comparable": c.comparable_scores, "unit_a": c.unit_a, "unit_b": c.unit_b,
-                "cost": f"spend {_usd(c.spend_usd[0])} → {_usd(c.spend_usd[1])}, calls {c.calls[0]} → {c.calls[1]}, "
-                        f"time {_secs(c.total_ms[0])} → {_secs(c.total_ms[1])}",
+                "cost": c.cost_line(),
             }
             self.rows = [asdict(r) for r in c.spans]
             self.answer = [list(op) for op in c.baseline_diff]
