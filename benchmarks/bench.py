@@ -194,7 +194,7 @@ def planted_prompt(n: int, culprit: int) -> str:
 
 def require_spans(prompt: str, expected: int) -> None:
     """Fail loudly if the segmenter changed: the figures would mean something else."""
-    from prompt_attr_widget.segment import segment
+    from prompt_attr_widget.stages.segment import segment
 
     found = len(segment(prompt, "auto"))
     if found != expected:
@@ -628,7 +628,7 @@ def measure_surrogate(report: Report) -> None:
     """
     import numpy as np
 
-    from prompt_attr_widget import surrogate
+    from prompt_attr_widget.stages import surrogate
 
     sec = "6 surrogate"
     worst = 0.0

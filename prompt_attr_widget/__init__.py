@@ -5,8 +5,7 @@ answer is scored against the baseline answer, and the scores become a
 heat-map of the prompt. See README.md.
 """
 
-from ._version import __version__
-from .errors import (
+from .core.errors import (
     BackendError,
     BudgetRefused,
     MissingDependency,
@@ -16,8 +15,10 @@ from .errors import (
 )
 
 # Eager, because the submodule has the function's name: once anything imported
-# `prompt_attr_widget.segment`, a lazy lookup would find the module instead.
-from .segment import Span, segment
+# `prompt_attr_widget.stages.segment`, a lazy lookup would find the module instead.
+from .core.schema import Span
+from .core.version import __version__
+from .stages.segment import segment
 
 # The rest loads on first use (PEP 562): `prompt-attr ls` and `show` then start
 # without importing numpy, the openai SDK and the engine.
@@ -27,13 +28,13 @@ _LAZY = {
     "list_runs": ".api",
     "load_run": ".api",
     "score_deletions": ".api",
-    "compare": ".compare",
+    "compare": ".api",
     "ab": ".api",
-    "Comparison": ".compare",
-    "AttributionConfig": ".config",
-    "Price": ".config",
-    "Attribution": ".result",
-    "SpanResult": ".result",
+    "Comparison": ".views.compare",
+    "AttributionConfig": ".core.config",
+    "Price": ".core.config",
+    "Attribution": ".views.result",
+    "SpanResult": ".views.result",
 }
 
 

@@ -14,17 +14,19 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .backends import Backend, resolve_backend
-from .cache import CallCache
-from .config import AttributionConfig, cache_dir
-from .config import runs_dir as resolve_runs_dir
-from .engine import run_events
-from .engine import score_deletions as _score_deletions
-from .errors import UsageError
-from .events import TERMINAL
-from .redact import redactor_for
-from .result import Attribution
-from .runs import RunSummary, RunWriter, read_run
-from .runs import list_runs as _list_runs
+from .core.config import AttributionConfig, cache_dir
+from .core.config import runs_dir as resolve_runs_dir
+from .core.errors import UsageError
+from .core.events import TERMINAL
+from .core.schema import RunRecord
+from .engine.cache import CallCache
+from .engine.redact import redactor_for
+from .engine.run import closing_events, run_events
+from .engine.run import score_deletions as _score_deletions
+from .store.runs import RunSummary, RunWriter, read_run
+from .store.runs import list_runs as _list_runs
+from .views.compare import Comparison, compare_records
+from .views.result import Attribution
 
 EventSink = Callable[[object], None]
 
@@ -102,11 +104,13 @@ async def attribute_async(
                 sink(event)
     except (asyncio.CancelledError, KeyboardInterrupt):
         await _close(events)  # answers already back are collected into `unreported`
-        _tell(sinks, store.end("aborted", "interrupted (Ctrl-C or Stop); every result received so far is saved", unreported))
+        reason = "interrupted (Ctrl-C or Stop); every result received so far is saved"
+        _tell(sinks, store.end(unreported, lambda record: closing_events(record, "aborted", reason)))
         raise
     except BaseException as exc:
         await _close(events)
-        _tell(sinks, store.end("failed", f"{type(exc).__name__}: {exc}", unreported))
+        reason = f"{type(exc).__name__}: {exc}"
+        _tell(sinks, store.end(unreported, lambda record: closing_events(record, "failed", reason)))
         raise
     finally:
         store.release()
@@ -117,11 +121,11 @@ async def attribute_async(
         store.record.backend.fingerprint.update(backend.info.fingerprint)
     result = Attribution(store.record, folder)
     if tags:
-        from .lifecycle import set_tags
+        from .store.lifecycle import set_tags
 
         set_tags(result.run_id, folder, add=tuple(tags))
     if original is not None:
-        from .compare import reproduction
+        from .views.compare import reproduction
 
         result.reproduction = reproduction(original, store.record)
     return result
@@ -134,7 +138,7 @@ RESUMABLE_OPTIONS = ("budget", "concurrency", "rpm", "timeout", "max_retries", "
 def kept_config(stored, prompt: str | None, *, model: str | None, base_url: str | None, **options) -> AttributionConfig:
     """A stored run's config for resuming or re-running it: only options that do not
     change what it computes may be overridden."""
-    from .backends.openai import public_url
+    from .core.identity import public_url
 
     if not stored.reproducible:  # its stored prompt is not the one the model saw (redact=True)
         raise UsageError(f"run {stored.run_id} cannot be resumed or re-run: {stored.not_reproducible_because}; start a new run")
@@ -170,7 +174,7 @@ async def ab_async(prompt_a: str, prompt_b: str, **options):
     given); they run one after the other so that A's answers, cached, are
     not asked twice where the variants share text.
     """
-    from .compare import ABResult, compare_records
+    from .views.compare import ABResult
 
     label = options.pop("label", None)
     a = await attribute_async(prompt_a, label=f"{label}/A" if label else None, **options)
@@ -276,3 +280,11 @@ def load_run(run_id: str, runs_dir: str | Path | None = None) -> Attribution:
 def list_runs(runs_dir: str | Path | None = None, **where) -> list[RunSummary]:
     """Saved runs, oldest first; filter with prompt (hash prefix), label, tag, model, status."""
     return _list_runs(resolve_runs_dir(runs_dir), **where)
+
+
+def compare(run_a, run_b, runs_dir: str | Path | None = None) -> Comparison:
+    """Compare two runs (ids, prefixes, 'latest', or records); no model calls."""
+    folder = resolve_runs_dir(runs_dir)
+    a = run_a if isinstance(run_a, RunRecord) else read_run(run_a, folder)
+    b = run_b if isinstance(run_b, RunRecord) else read_run(run_b, folder)
+    return compare_records(a, b)

@@ -15,14 +15,14 @@ from dataclasses import asdict
 from pathlib import Path
 
 from . import __version__
-from .config import runs_dir as resolve_runs_dir
-from .cost import usd
-from .errors import BudgetRefused, PromptAttrError, UsageError
-from .events import Estimate, Progress, RunStarted
-from .lifecycle import TAGS
-from .render import heatmap_terminal, safe_terminal_text, top_table
-from .result import Attribution
-from .runs import list_runs, read_run
+from .core.config import runs_dir as resolve_runs_dir
+from .core.errors import BudgetRefused, PromptAttrError, UsageError
+from .core.events import Estimate, Progress, RunStarted
+from .core.text import safe_terminal_text, usd
+from .store.lifecycle import TAGS
+from .store.runs import list_runs, read_run
+from .views.result import Attribution
+from .views.terminal import heatmap_terminal, top_table
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -306,7 +306,7 @@ def _cmd_ls(args) -> int:
 
 
 def _cmd_lifecycle(args) -> int:
-    from . import lifecycle
+    from .store import lifecycle
 
     folder = resolve_runs_dir(args.runs_dir)
     if args.command == "tag":
@@ -334,7 +334,7 @@ def _cmd_ab(args) -> int:
 
 
 def _cmd_compare(args) -> int:
-    from .compare import compare
+    from .api import compare
 
     comparison = compare(args.run_a, args.run_b, runs_dir=args.runs_dir)
     print(comparison.to_json() if args.json else comparison)
@@ -342,14 +342,14 @@ def _cmd_compare(args) -> int:
 
 
 def _cmd_export(args) -> int:
-    from . import export
+    from .views import export
 
     folder = resolve_runs_dir(args.runs_dir)
     record = read_run(args.run_id, folder)
     if args.compare_with:
         if args.format != "html":
             raise UsageError("--compare-with makes an HTML report: add --format html")
-        from .compare import compare
+        from .api import compare
 
         text = compare(record, args.compare_with, runs_dir=folder).report_html()
     elif args.format == "html":

@@ -21,11 +21,11 @@ from IPython.utils.process import arg_split
 from .api import attribute, attribute_async, list_runs, load_run
 from .backends import resolve_backend
 from .cli import add_run_options, run_options
-from .config import AttributionConfig
-from .cost import usd
-from .errors import PromptAttrError
-from .segment import segment
-from .widget import AttributionWidget
+from .core.config import AttributionConfig
+from .core.errors import PromptAttrError
+from .core.text import usd
+from .stages.segment import segment
+from .views.widget import AttributionWidget
 
 EXAMPLES = """
 Examples
@@ -165,7 +165,7 @@ class AttributeMagics(Magics):
     @line_magic
     def attribute_compare(self, line: str):
         """Compare two saved runs, no model calls: %attribute_compare RUN_A RUN_B [RUNS_DIR]."""
-        from .compare import compare
+        from .api import compare
 
         parts = line.split()
         if len(parts) not in (2, 3):

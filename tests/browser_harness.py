@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from prompt_attr_widget.widget import AttributionWidget, CompareWidget
+from prompt_attr_widget.views.widget import AttributionWidget, CompareWidget
 
 ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOTS = ROOT / "artifacts" / "screenshots"

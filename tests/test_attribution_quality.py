@@ -16,15 +16,16 @@ import pytest
 
 import prompt_attr
 from prompt_attr import UsageError
-from prompt_attr_widget import surrogate
 from prompt_attr_widget.backends.base import TokenLogprobs
 from prompt_attr_widget.backends.fake import FakeBackend
 from prompt_attr_widget.cli import main as cli_main
-from prompt_attr_widget.events import Estimate, Evaluated
-from prompt_attr_widget.faithfulness import spearman
-from prompt_attr_widget.plan import random_masks
-from prompt_attr_widget.render import heatmap_html, top_table
-from prompt_attr_widget.score import resolve_target, target_lost
+from prompt_attr_widget.core.events import Estimate, Evaluated
+from prompt_attr_widget.stages import surrogate
+from prompt_attr_widget.stages.faithfulness import spearman
+from prompt_attr_widget.stages.plan import random_masks
+from prompt_attr_widget.stages.score import resolve_target, target_lost
+from prompt_attr_widget.views.html import heatmap_html
+from prompt_attr_widget.views.terminal import top_table
 
 TWICE = (
     "Our office is in the city.\n"

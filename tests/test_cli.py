@@ -125,7 +125,7 @@ def test_ls_and_show_start_without_the_engine():
     """`prompt-attr ls` must answer fast: the CLI module loads no numpy, no SDK, no engine."""
     code = (
         "import sys, prompt_attr_widget.cli\n"
-        "heavy = [m for m in ('numpy', 'openai', 'prompt_attr_widget.engine') if m in sys.modules]\n"
+        "heavy = [m for m in ('numpy', 'openai', 'prompt_attr_widget.engine.run') if m in sys.modules]\n"
         "import prompt_attr, prompt_attr_widget.api\n"
         "assert callable(prompt_attr.segment) and callable(prompt_attr.attribute), 'a lazy name shadowed'\n"
         "print(heavy)\n"

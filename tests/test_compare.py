@@ -10,7 +10,7 @@ import pytest
 import prompt_attr
 from prompt_attr_widget.backends.fake import FakeBackend
 from prompt_attr_widget.cli import main as cli
-from prompt_attr_widget.compare import align_spans, word_diff
+from prompt_attr_widget.stages.align import align_spans, word_diff
 
 V1 = "It was late. The Blue Falcon landed safely. It rained all day. My cat slept."
 # edited: one sentence changed, one removed, one added

@@ -13,19 +13,17 @@ from hypothesis import strategies as st
 import prompt_attr
 from prompt_attr import BudgetRefused, Price, UsageError
 from prompt_attr_widget.backends.fake import FakeBackend
-from prompt_attr_widget.cost import (
+from prompt_attr_widget.backends.prices import lookup_price, price_table
+from prompt_attr_widget.core.cost import (
     MESSAGE_OVERHEAD_TOKENS,
     REPLY_OVERHEAD_TOKENS,
-    Budget,
     bound_tokens,
     call_cost,
-    check_projection,
     estimate_tokens,
-    lookup_price,
     messages_tokens,
-    price_table,
-    usd,
 )
+from prompt_attr_widget.core.text import usd
+from prompt_attr_widget.engine.budget import Budget, check_projection
 
 # --- prices -----------------------------------------------------------------------
 

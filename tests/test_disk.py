@@ -22,11 +22,11 @@ import pytest
 
 import prompt_attr
 from prompt_attr import PromptAttrError
-from prompt_attr_widget import runs
 from prompt_attr_widget.backends.fake import FakeBackend
 from prompt_attr_widget.cli import main as cli
-from prompt_attr_widget.events import EVENT_ADAPTER
-from prompt_attr_widget.runs import read_run, run_ids
+from prompt_attr_widget.core.events import EVENT_ADAPTER
+from prompt_attr_widget.store import runs
+from prompt_attr_widget.store.runs import read_run, run_ids
 
 PROMPT = " ".join(f"Sentence {i} mentions Item{i} here." for i in range(40))
 # Calls slower than disk writes, one at a time: a failed write is then noticed before the

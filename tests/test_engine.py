@@ -12,7 +12,7 @@ import pytest
 import prompt_attr
 from prompt_attr import BackendError, Price
 from prompt_attr_widget.backends.fake import FakeBackend
-from prompt_attr_widget.events import (
+from prompt_attr_widget.core.events import (
     BaselineDone,
     Estimate,
     Evaluated,
@@ -23,9 +23,9 @@ from prompt_attr_widget.events import (
     RunFinished,
     RunStarted,
 )
-from prompt_attr_widget.plan import worst_case_groups
-from prompt_attr_widget.schema import RunRecord
-from prompt_attr_widget.segment import segment
+from prompt_attr_widget.core.schema import RunRecord
+from prompt_attr_widget.stages.plan import worst_case_groups
+from prompt_attr_widget.stages.segment import segment
 
 FILLER = ["cat", "dog", "fox", "owl"]
 

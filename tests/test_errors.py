@@ -18,7 +18,7 @@ from prompt_attr import (
     UsageError,
 )
 from prompt_attr_widget.backends.fake import FakeBackend
-from prompt_attr_widget.cost import usd
+from prompt_attr_widget.core.text import usd
 
 PROMPT = "It is late. The Blue Falcon landed. My cat slept."
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 import prompt_attr
-from prompt_attr_widget import export
 from prompt_attr_widget.backends.fake import FakeBackend
 from prompt_attr_widget.cli import main as cli
+from prompt_attr_widget.views import export
 
 V1 = "It was late. The Blue Falcon landed safely. =HYPERLINK(\"http://x\") Alpha. My cat slept."
 V2 = "It was late. The Red Falcon landed safely. <script>window.__pwned=1</script> Beta. My cat slept."

@@ -21,7 +21,7 @@ from prompt_attr import BackendError
 from prompt_attr_widget.backends.base import Embeddings, GenerationParams
 from prompt_attr_widget.backends.fake import FakeBackend
 from prompt_attr_widget.backends.openai import OpenAIBackend
-from prompt_attr_widget.events import BaselineDone, Evaluated
+from prompt_attr_widget.core.events import BaselineDone, Evaluated
 
 KEY = "sk-test-CANARY-123"
 TIMEOUT_S = 0.5

@@ -27,9 +27,9 @@ import prompt_attr
 from prompt_attr import PromptAttrError, RunNotFound, UsageError
 from prompt_attr_widget import cli
 from prompt_attr_widget.backends.fake import FakeBackend
-from prompt_attr_widget.config import AttributionConfig
-from prompt_attr_widget.runs import RUN_ID, resolve_run_dir
-from prompt_attr_widget.segment import LEVELS
+from prompt_attr_widget.core.config import AttributionConfig
+from prompt_attr_widget.stages.segment import LEVELS
+from prompt_attr_widget.store.runs import RUN_ID, resolve_run_dir
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 

@@ -21,8 +21,10 @@ from browser_harness import SCREENSHOTS, view_state
 import prompt_attr
 from prompt_attr_widget import cli
 from prompt_attr_widget.backends.fake import FakeBackend
-from prompt_attr_widget.render import heatmap_html, heatmap_terminal, safe_terminal_text, top_table
-from prompt_attr_widget.widget import AttributionWidget
+from prompt_attr_widget.core.text import safe_terminal_text
+from prompt_attr_widget.views.html import heatmap_html
+from prompt_attr_widget.views.terminal import heatmap_terminal, top_table
+from prompt_attr_widget.views.widget import AttributionWidget
 
 CORPUS = json.loads((Path(__file__).parent / "data" / "hostile_prompts.json").read_text("utf-8"))
 PAYLOADS = {p["name"]: p["text"] for p in CORPUS}

@@ -8,9 +8,9 @@ import pytest
 
 import prompt_attr
 from prompt_attr import UsageError
-from prompt_attr_widget import lifecycle
 from prompt_attr_widget.backends.fake import FakeBackend
 from prompt_attr_widget.cli import main as cli
+from prompt_attr_widget.store import lifecycle
 
 V1 = "It was late. The Blue Falcon landed safely. My cat slept."
 V2 = "It was late. The Red Falcon landed safely. My cat slept."

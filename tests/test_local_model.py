@@ -17,7 +17,7 @@ import pytest
 import prompt_attr
 from prompt_attr import UsageError
 from prompt_attr_widget.backends.base import GenerationParams
-from prompt_attr_widget.schema import RunRecord
+from prompt_attr_widget.core.schema import RunRecord
 
 PROMPT = """### Role
 You are a helpful travel assistant for a small tour company.

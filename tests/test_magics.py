@@ -19,7 +19,7 @@ from nbclient import NotebookClient
 
 import prompt_attr
 from prompt_attr import Attribution
-from prompt_attr_widget.widget import AttributionWidget
+from prompt_attr_widget.views.widget import AttributionWidget
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"

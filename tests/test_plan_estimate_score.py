@@ -9,18 +9,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from prompt_attr_widget.errors import BackendError
-from prompt_attr_widget.estimate import attribute_spans
-from prompt_attr_widget.plan import (
+from prompt_attr_widget.core.errors import BackendError
+from prompt_attr_widget.core.schema import Evaluation, Span
+from prompt_attr_widget.stages.estimate import attribute_spans
+from prompt_attr_widget.stages.plan import (
     Group,
     leave_one_out,
     select_for_refinement,
     split,
     worst_case_groups,
 )
-from prompt_attr_widget.schema import Evaluation
-from prompt_attr_widget.score import cosine, distance_score
-from prompt_attr_widget.segment import Span, segment
+from prompt_attr_widget.stages.score import cosine, distance_score
+from prompt_attr_widget.stages.segment import segment
 
 
 def make_spans(lengths, gaps=None, headings=()):

@@ -10,7 +10,9 @@ import prompt_attr
 from prompt_attr import BackendError
 from prompt_attr_widget.backends.base import Completion
 from prompt_attr_widget.backends.fake import FakeBackend
-from prompt_attr_widget.render import heatmap_html, heatmap_terminal, safe_terminal_text, top_table
+from prompt_attr_widget.core.text import safe_terminal_text
+from prompt_attr_widget.views.html import heatmap_html
+from prompt_attr_widget.views.terminal import heatmap_terminal, top_table
 
 HOSTILE = (
     "Hello <script>alert(1)</script> World.\n\n"

@@ -22,11 +22,11 @@ import pytest
 
 import prompt_attr
 from prompt_attr import UsageError
-from prompt_attr_widget import engine
 from prompt_attr_widget.backends.fake import FakeBackend
 from prompt_attr_widget.cli import main as cli
-from prompt_attr_widget.events import EVENT_ADAPTER, Evaluated, RunStarted
-from prompt_attr_widget.runs import read_run, run_ids
+from prompt_attr_widget.core.events import EVENT_ADAPTER, Evaluated, RunStarted
+from prompt_attr_widget.engine import run as engine
+from prompt_attr_widget.store.runs import read_run, run_ids
 
 TRIALS = 60
 WORDS = ["It", "Alpha", "beta", "Gamma", "delta", "Epsilon", "zeta", "Theta", "iota", "Kappa"]
@@ -182,7 +182,7 @@ def test_interrupts_at_random_points_lose_nothing_and_resume_finishes(tmp_path, 
 
 def ev_prompt(record, evaluation) -> str:
     """The prompt text an evaluation sent (its spans deleted)."""
-    from prompt_attr_widget.segment import render
+    from prompt_attr_widget.stages.segment import render
 
     keep = [i not in set(evaluation.dropped) for i in range(len(record.spans))]
     return render(record.prompt, record.spans, keep)
@@ -267,7 +267,7 @@ def test_resume_refuses_what_would_change_the_results(runs_dir, fake):
 
 
 def test_a_run_being_written_cannot_be_resumed_by_another_writer(runs_dir, fake):
-    from prompt_attr_widget.runs import RunWriter
+    from prompt_attr_widget.store.runs import RunWriter
 
     first = aborted_run(runs_dir)
     holder = RunWriter(runs_dir)

@@ -13,8 +13,9 @@ import pytest
 import prompt_attr
 from prompt_attr import PromptAttrError, RunNotFound, UsageError
 from prompt_attr_widget.backends.fake import FakeBackend
-from prompt_attr_widget.events import RunStarted
-from prompt_attr_widget.runs import (
+from prompt_attr_widget.core.events import RunStarted
+from prompt_attr_widget.engine.run import tally_spend
+from prompt_attr_widget.store.runs import (
     RUN_ID,
     atomic_write_json,
     list_runs,
@@ -22,7 +23,6 @@ from prompt_attr_widget.runs import (
     read_run,
     resolve_run_dir,
     run_ids,
-    tally_spend,
 )
 
 PROMPT = "It was late. The Blue Falcon landed safely. It rained all day. My cat slept."

@@ -15,7 +15,7 @@ import pytest
 
 import prompt_attr
 from prompt_attr_widget.backends.fake import FakeBackend
-from prompt_attr_widget.segment import LEVELS, _segment_cached
+from prompt_attr_widget.stages.segment import LEVELS, _segment_cached
 
 WORDS = ["the", "a", "river", "city", "morning", "report", "station", "garden", "window", "letter", "table", "market", "evening"]
 

@@ -26,13 +26,13 @@ from test_magics import shell, usage_error  # noqa: F401 - the shell fixture is 
 import prompt_attr
 from prompt_attr import UsageError
 from prompt_attr_widget import cli
+from prompt_attr_widget.backends.endpoint import check_endpoint
 from prompt_attr_widget.backends.fake import FakeBackend
-from prompt_attr_widget.backends.openai import public_url
-from prompt_attr_widget.endpoint import check_endpoint
-from prompt_attr_widget.redact import compile_patterns, find_secrets, mask
-from prompt_attr_widget.runs import replay_events
-from prompt_attr_widget.schema import Call, RunRecord
-from prompt_attr_widget.widget import AttributionWidget
+from prompt_attr_widget.core.identity import public_url
+from prompt_attr_widget.core.schema import Call, RunRecord
+from prompt_attr_widget.core.secrets import compile_patterns, find_secrets, mask
+from prompt_attr_widget.store.runs import replay_events
+from prompt_attr_widget.views.widget import AttributionWidget
 
 HTTP_LIB = getattr(openai_client, "httpx2", None) or openai_client.httpx  # the SDK's HTTP library
 PROMPT = "It is late. The Blue Falcon landed. My cat slept."

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from prompt_attr_widget.errors import UsageError
-from prompt_attr_widget.segment import LEVELS, _segment_cached, render, segment
+from prompt_attr_widget.core.errors import UsageError
+from prompt_attr_widget.stages.segment import LEVELS, _segment_cached, render, segment
 
 DOC = (
     "# Setup\n"

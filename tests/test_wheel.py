@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import sysconfig
 import venv
 import zipfile
 from pathlib import Path
@@ -30,8 +31,9 @@ def test_wheel_contents(wheel):
         "prompt_attr/__init__.py",
         "prompt_attr_widget/__init__.py",
         "prompt_attr_widget/magics.py",
-        "prompt_attr_widget/widget.py",
-        "prompt_attr_widget/prices.json",
+        "prompt_attr_widget/views/widget.py",
+        "prompt_attr_widget/backends/prices.json",
+        *(f"prompt_attr_widget/{layer}/__init__.py" for layer in ("core", "stages", "backends", "engine", "store", "views")),
         "prompt_attr_widget/static/widget.js",
         "prompt_attr_widget/static/widget.css",
     ):
@@ -40,10 +42,18 @@ def test_wheel_contents(wheel):
 
 
 def test_extension_loads_from_the_installed_wheel(wheel, tmp_path):
-    """A fresh venv (dependencies visible from the system, the package only from the wheel)."""
+    """A fresh venv: the dependencies from the environment running the tests, the package only from the wheel.
+
+    Not `system_site_packages`: inside a virtual environment the "system" is
+    the base interpreter, which need not have the dependencies. A .pth line
+    adds the running environment's site-packages after the venv's own, and
+    the .pth files there (an editable install's finder) are not processed.
+    """
     env_dir = tmp_path / "venv"
-    venv.EnvBuilder(with_pip=False, system_site_packages=True).create(env_dir)
+    venv.EnvBuilder(with_pip=False).create(env_dir)
     python = env_dir / "bin" / "python"
+    ours = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
+    (_site_packages(python) / "running-env.pth").write_text("".join(f"{p}\n" for p in sorted(ours)))
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(_site_packages(python)), str(wheel)],
         check=True, capture_output=True, text=True, timeout=300,
@@ -55,7 +65,7 @@ def test_extension_loads_from_the_installed_wheel(wheel, tmp_path):
         "ip.run_line_magic('load_ext', 'prompt_attr')\n"
         "assert 'attribute' in ip.magics_manager.magics['cell']\n"
         "assert 'attribute_show' in ip.magics_manager.magics['line']\n"
-        "from prompt_attr_widget.widget import AttributionWidget\n"
+        "from prompt_attr_widget.views.widget import AttributionWidget\n"
         "assert 'export default' in AttributionWidget._esm and '.prompt-attr' in AttributionWidget._css\n"
         "print(pathlib.Path(prompt_attr_widget.__file__).resolve())\n"
     )

@@ -16,10 +16,10 @@ import pytest
 from jupyter_client.session import json_packer
 
 import prompt_attr
-import prompt_attr_widget.widget as widget_mod
+import prompt_attr_widget.views.widget as widget_mod
 from prompt_attr import Price
 from prompt_attr_widget.backends.fake import FakeBackend
-from prompt_attr_widget.widget import AttributionWidget
+from prompt_attr_widget.views.widget import AttributionWidget
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 FILLER = ["cat", "dog", "fox", "owl"]

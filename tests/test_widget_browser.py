@@ -14,10 +14,10 @@ import pytest
 from browser_harness import SCREENSHOTS, Page, empty_state, view_state
 
 import prompt_attr
-import prompt_attr_widget.widget as widget_mod
+import prompt_attr_widget.views.widget as widget_mod
 from prompt_attr_widget.backends.fake import FakeBackend
-from prompt_attr_widget.render import heatmap_html
-from prompt_attr_widget.widget import AttributionWidget
+from prompt_attr_widget.views.html import heatmap_html
+from prompt_attr_widget.views.widget import AttributionWidget
 
 pytestmark = pytest.mark.browser
 

@@ -114,13 +114,13 @@ def random_subsets(n: int, k: int, draws: int, seed: int) -> list[list[int]]:
 
 def heldout_masks(n: int, count: int, seed: int) -> list[list[int]]:
     """Deleted spans of `count` random keep-masks (keep prob 0.5), the library's own plan."""
-    from prompt_attr_widget.plan import random_masks
+    from prompt_attr_widget.stages.plan import random_masks
 
     return [list(m) for m in random_masks(n, count, 0.5, seed)]
 
 
 def spearman(a, b) -> float | None:
-    from prompt_attr_widget.faithfulness import spearman as lib_spearman
+    from prompt_attr_widget.stages.faithfulness import spearman as lib_spearman
 
     return lib_spearman(list(a), list(b))
 

@@ -97,13 +97,13 @@ class Generator:
         self.calls = 0
 
     def spans(self, prompt: str):
-        from prompt_attr_widget.segment import segment
+        from prompt_attr_widget.stages.segment import segment
 
         return segment(prompt, "line")
 
     def answer(self, prompt: str, system: str | None, dropped=()) -> str:
-        from prompt_attr_widget.engine import messages_for
-        from prompt_attr_widget.segment import render
+        from prompt_attr_widget.engine.run import messages_for
+        from prompt_attr_widget.stages.segment import render
 
         spans = self.spans(prompt)
         keep = [i not in set(dropped) for i in range(len(spans))]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from ..config import Price
+from ..core.config import Price
 
 
 @dataclass(frozen=True)

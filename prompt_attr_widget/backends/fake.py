@@ -15,7 +15,7 @@ import hashlib
 import math
 import re
 
-from ..config import Price
+from ..core.config import Price
 from .base import BackendInfo, Completion, Embeddings, GenerationParams, TokenLogprobs
 
 _WORD = re.compile(r"\w+")

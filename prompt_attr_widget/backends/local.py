@@ -20,8 +20,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from ..config import Price
-from ..errors import BackendError, MissingDependency, UsageError
+from ..core.config import Price
+from ..core.errors import BackendError, MissingDependency, UsageError
 from .base import BackendInfo, Completion, Embeddings, GenerationParams, TokenLogprobs
 
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"

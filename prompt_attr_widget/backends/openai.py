@@ -18,12 +18,12 @@ import asyncio
 import json
 import os
 import re
-from urllib.parse import urlsplit, urlunsplit
 
-from ..config import Price
-from ..cost import lookup_price
-from ..errors import BackendError
+from ..core.config import Price
+from ..core.errors import BackendError
+from ..core.identity import public_url
 from .base import BackendInfo, Completion, Embeddings, GenerationParams, TokenLogprobs
+from .prices import lookup_price
 
 OFFICIAL_URL = "https://api.openai.com/v1"
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -36,17 +36,6 @@ class _Malformed(Exception):
     """A 200 answer that cannot be used; the message names what is wrong with it."""
 
 
-def public_url(url: str | None) -> str | None:
-    """The URL without user info, query or fragment: safe to log and store."""
-    if not url:
-        return None
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"  # an IPv6 literal keeps its brackets, or the URL is ambiguous
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path.rstrip("/"), "", ""))
 
 
 class OpenAIBackend:

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import math
 
+from ..core.schema import Evaluation, NoiseFloor, SpanScore, SurrogateFit
 from . import surrogate
 from .noise import flag
 from .plan import Group
-from .schema import Evaluation, NoiseFloor, SpanScore, SurrogateFit
 
 
 def estimate(

@@ -22,7 +22,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 
-from .schema import NoiseFloor, SpanScore
+from ..core.schema import NoiseFloor, SpanScore
 
 MIN_EFFECT = {"logprob": 0.1, "embedding": 0.05, "target_overlap": 0.2}
 DETERMINISTIC_BACKENDS = ("local", "fake")

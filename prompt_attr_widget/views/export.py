@@ -14,8 +14,9 @@ import io
 import json
 from collections.abc import Iterable
 
-from .render import heatmap_html
-from .schema import RunRecord
+from ..core.schema import RunRecord
+from ..core.text import safe_json_text
+from .html import heatmap_html
 
 SPAN_COLUMNS = ("index", "start", "end", "text", "score", "stderr", "significant", "resolved")
 EVALUATION_COLUMNS = ("id", "round", "purpose", "dropped", "score", "output", "target_logprob", "cosine",
@@ -105,3 +106,8 @@ def _number(value: float | None) -> str:
 
 def _flag(significant: bool | None) -> str:
     return {True: "yes", False: "noise", None: ""}[significant]
+
+
+def dump_json(record: RunRecord) -> str:
+    """The record as JSON for stdout (`--json`): readable Unicode, but no raw control character."""
+    return safe_json_text(json.dumps(record.model_dump(mode="json"), indent=1, ensure_ascii=False))

@@ -22,7 +22,7 @@ from pathlib import Path
 import anywidget
 import traitlets as t
 
-from .events import (
+from ..core.events import (
     BaselineDone,
     Estimate,
     Evaluated,
@@ -34,10 +34,11 @@ from .events import (
     RunFinished,
     RunStarted,
 )
-from .render import heatmap_html, run_notes
+from ..core.reducer import apply_event
+from ..core.schema import RunRecord
+from .html import heatmap_html
 from .result import Attribution
-from .runs import apply_event
-from .schema import RunRecord
+from .scale import run_notes
 
 FLUSH_INTERVAL_S = 0.1
 
@@ -47,7 +48,7 @@ def _asset(name: str) -> str:
     try:
         return resources.files("prompt_attr_widget.static").joinpath(name).read_text("utf-8")
     except ModuleNotFoundError:
-        return (Path(__file__).resolve().parent.parent / "js" / name).read_text("utf-8")
+        return (Path(__file__).resolve().parents[2] / "js" / name).read_text("utf-8")
 
 
 class AttributionWidget(anywidget.AnyWidget):
@@ -242,7 +243,7 @@ class AttributionWidget(anywidget.AnyWidget):
         r = self.record
         if r is None:
             return "AttributionWidget(empty)"
-        top = max(r.attribution, key=lambda s: (s.score, -s.index), default=None)
+        top = next(iter(r.ranked()), None)
         best = f"; top span {top.index}: {' '.join(r.spans[top.index].text.split())[:60]!r}" if top else ""
         return f"AttributionWidget({r.status}, {len(r.spans)} spans, {len(r.evaluations)} evaluations, model {r.backend.model}{best})"
 

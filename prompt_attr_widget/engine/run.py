@@ -10,22 +10,15 @@ every sink can close the run cleanly with what was already paid for.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import time
 from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 
-from ._version import __version__
-from .backends.base import Backend, GenerationParams, LogprobBackend
-from .backends.openai import public_url
-from .cache import CallCache
-from .config import AttributionConfig
-from .cost import Budget, call_cost, check_projection, messages_tokens
-from .errors import BackendError, PromptAttrError, UsageError
-from .estimate import estimate
-from .evaluate import BudgetExhausted, Embedded, Evaluator
-from .events import (
+from ..backends.base import Backend, GenerationParams, LogprobBackend
+from ..core.config import AttributionConfig
+from ..core.cost import call_cost, messages_tokens
+from ..core.errors import BackendError, PromptAttrError, UsageError
+from ..core.events import (
     BaselineDone,
     Estimate,
     Evaluated,
@@ -38,9 +31,13 @@ from .events import (
     RunResumed,
     RunStarted,
 )
-from .faithfulness import RANDOM_DRAWS, predicted, random_subsets, spearman, top_k
-from .noise import MIN_EFFECT, default_repeats, noise_floor, pairwise
-from .plan import (
+from ..core.identity import prompt_sha256, public_url
+from ..core.schema import BackendRecord, Evaluation, Faithfulness, RunRecord, Spend
+from ..core.version import __version__
+from ..stages.estimate import estimate
+from ..stages.faithfulness import RANDOM_DRAWS, predicted, random_subsets, spearman, top_k
+from ..stages.noise import MIN_EFFECT, default_repeats, noise_floor, pairwise
+from ..stages.plan import (
     Group,
     leave_one_out,
     random_masks,
@@ -48,26 +45,16 @@ from .plan import (
     split,
     worst_case_groups,
 )
-from .schema import BackendRecord, Evaluation, Faithfulness, RunRecord, Spend
-from .score import UNITS, cosine, distance_score, resolve_target, target_lost
-from .segment import Span, render, segment
-from .surrogate import BOOTSTRAP
+from ..stages.score import UNITS, cosine, distance_score, resolve_target, target_lost
+from ..stages.segment import render, segment
+from ..stages.surrogate import BOOTSTRAP
+from .budget import Budget, check_projection
+from .cache import CallCache
+from .evaluate import BudgetExhausted, Embedded, Evaluator
 
 LIVE_REFIT_EVERY = 8  # surrogate runs refit and send an estimate every this many masks
 
 
-def prompt_sha256(prompt: str, config: AttributionConfig, spans: list[Span]) -> str:
-    """SHA-256 of the canonical bundle that decides a run's answers."""
-    bundle = {
-        "prompt": prompt,
-        "system": config.system,
-        "segmentation": [[s.start, s.end] for s in spans],
-        "model": config.model,
-        "base_url": public_url(config.base_url),
-        "params": {"max_tokens": config.max_tokens, "temperature": config.temperature, "seed": config.seed},
-    }
-    blob = json.dumps(bundle, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def messages_for(prompt_text: str, system: str | None) -> list[dict]:
@@ -539,3 +526,45 @@ async def score_deletions(
         pass
     evaluations = await asyncio.gather(*(run.measure(tuple(sorted(set(d))), "attribution", 0) for d in deletions))
     return [e.score for e in evaluations], run.scorer
+
+
+def estimate_record(record: RunRecord) -> Estimate:
+    """The estimate of a stored run's attribution evaluations (for runs stopped mid-pass)."""
+    c = record.config
+    method, n = c.get("method", "hierarchical"), len(record.spans)
+    masks = random_masks(n, c["masks"], c["keep_prob"], c["seed"]) if method == "surrogate" else None
+    scores, fit = estimate(
+        method, n, record.evaluations, record.noise, masks=masks,
+        keep_prob=c.get("keep_prob", 0.5), seed=c.get("seed", 42),
+    )
+    rounds = [e.round for e in record.evaluations if e.purpose == "attribution"]
+    return Estimate(round=max(rounds, default=0), attribution=scores, surrogate=fit)
+
+
+def closing_events(record: RunRecord, status: str, reason: str) -> list:
+    """The events that end a run stopped outside the stream (an interrupt, a crash in a
+    sink): the attribution of what was evaluated, so it replays with its scores, and the
+    ending with the spend."""
+    events = [estimate_record(record)] if any(e.purpose == "attribution" for e in record.evaluations) else []
+    spend = tally_spend(record)
+    return [*events, RunAborted(reason=reason, spend=spend) if status == "aborted" else RunFailed(error=reason, spend=spend)]
+
+
+def tally_spend(record: RunRecord) -> Spend:
+    """Spend recounted from the stored calls (for runs that ended without a tally).
+
+    `calls` counts requests, as the live tally does: an answer that was
+    embedded made two, and so did a baseline the log-prob scorer then scored.
+    """
+    calls = [c for c in [record.baseline, *record.evaluations] if c is not None]
+    costs = [c.cost_usd for c in calls]
+    scored_baseline = record.scorer == "logprob" and record.baseline is not None
+    return Spend(
+        usd=None if any(c is None for c in costs) else round(sum(costs), 10),
+        calls=sum((not c.cache_hit) * (1 + (c.embed_tokens > 0)) for c in calls)
+        + (scored_baseline and not record.baseline.cache_hit),
+        cache_hits=sum(c.cache_hit for c in calls),
+        prompt_tokens=sum(c.prompt_tokens for c in calls),
+        completion_tokens=sum(c.completion_tokens for c in calls),
+        embed_tokens=sum(c.embed_tokens for c in calls),
+    )

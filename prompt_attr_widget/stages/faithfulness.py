@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .schema import SpanScore
+from ..core.schema import SpanScore, rank
 
 MAX_K = 3
 RANDOM_DRAWS = {"cheap": 2, "full": 8}
@@ -21,7 +21,7 @@ RANDOM_DRAWS = {"cheap": 2, "full": 8}
 
 def top_k(scores: list[SpanScore], n_spans: int) -> list[int]:
     """The spans to delete together: the significant ones (1 to 3), else the single top one."""
-    ranked = sorted(scores, key=lambda s: (-s.score, s.index))
+    ranked = rank(scores)
     k = min(MAX_K, max(1, sum(bool(s.significant) for s in scores)), max(1, n_spans - 1))
     return sorted(s.index for s in ranked[:k])
 

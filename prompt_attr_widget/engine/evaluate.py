@@ -16,11 +16,13 @@ from dataclasses import dataclass
 
 from aiolimiter import AsyncLimiter
 
-from .backends.base import Backend, Completion, GenerationParams, TokenLogprobs
+from ..backends.base import Backend, Completion, GenerationParams, TokenLogprobs
+from ..core.cost import bound_tokens, call_cost, messages_tokens
+from ..core.errors import PromptAttrError
+from ..core.schema import Call, Spend
+from ..core.text import usd
+from .budget import Budget
 from .cache import CallCache, cache_key
-from .cost import Budget, bound_tokens, call_cost, messages_tokens, usd
-from .errors import PromptAttrError
-from .schema import Call, Spend
 
 
 class BudgetExhausted(PromptAttrError):

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 
-from .segment import Span
+from ..core.schema import Span
 
 
 @dataclass(frozen=True, order=True)

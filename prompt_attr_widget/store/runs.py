@@ -23,23 +23,15 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from .errors import PromptAttrError, RunNotFound, UsageError
-from .events import (
+from ..core.errors import PromptAttrError, RunNotFound, UsageError
+from ..core.events import (
     EVENT_ADAPTER,
-    BaselineDone,
-    Estimate,
-    Evaluated,
-    FaithfulnessMeasured,
-    NoiseMeasured,
     Progress,
-    RunAborted,
-    RunFailed,
-    RunFinished,
     RunResumed,
     RunStarted,
 )
-from .render import safe_json_text
-from .schema import RunRecord, Spend, inconsistency
+from ..core.reducer import apply_event
+from ..core.schema import RunRecord, inconsistency
 
 try:  # POSIX advisory locks: one writer per run folder
     import fcntl
@@ -76,72 +68,12 @@ def atomic_write_json(path: Path, data: str) -> None:
         raise
 
 
-def apply_event(record: RunRecord | None, event) -> RunRecord | None:
-    """Fold one event into the run record (used live and to rebuild from events.jsonl)."""
-    if isinstance(event, RunStarted):
-        return event.record.model_copy(deep=True)
-    if record is None:
-        return None
-    if isinstance(event, RunResumed):
-        record.status, record.reason, record.finished_at = "running", None, None
-        record.resumed_at.append(event.at)
-    elif isinstance(event, BaselineDone):
-        record.baseline, record.target = event.baseline, event.target
-    elif isinstance(event, NoiseMeasured):
-        record.noise = event.noise
-    elif isinstance(event, Evaluated):
-        record.evaluations.append(event.evaluation)
-    elif isinstance(event, Estimate):
-        record.attribution, record.surrogate = event.attribution, event.surrogate
-    elif isinstance(event, FaithfulnessMeasured):
-        record.faithfulness = event.faithfulness
-    elif isinstance(event, (RunFinished, RunAborted, RunFailed)):
-        record.status = {RunFinished: "finished", RunAborted: "aborted", RunFailed: "failed"}[type(event)]
-        record.reason = getattr(event, "reason", None) or getattr(event, "error", None)
-        record.spend = event.spend
-        record.timings_ms = event.timings_ms
-        record.finished_at = _now()
-    return record
 
 
-def estimate_record(record: RunRecord) -> Estimate:
-    """The estimate of a stored run's attribution evaluations (for runs stopped mid-pass)."""
-    from .estimate import estimate  # numpy and the fits: only stopped runs need them
-    from .plan import random_masks
-
-    c = record.config
-    method, n = c.get("method", "hierarchical"), len(record.spans)
-    masks = random_masks(n, c["masks"], c["keep_prob"], c["seed"]) if method == "surrogate" else None
-    scores, fit = estimate(
-        method, n, record.evaluations, record.noise, masks=masks,
-        keep_prob=c.get("keep_prob", 0.5), seed=c.get("seed", 42),
-    )
-    rounds = [e.round for e in record.evaluations if e.purpose == "attribution"]
-    return Estimate(round=max(rounds, default=0), attribution=scores, surrogate=fit)
 
 
-def tally_spend(record: RunRecord) -> Spend:
-    """Spend recounted from the stored calls (for runs that ended without a tally).
-
-    `calls` counts requests, as the live tally does: an answer that was
-    embedded made two, and so did a baseline the log-prob scorer then scored.
-    """
-    calls = [c for c in [record.baseline, *record.evaluations] if c is not None]
-    costs = [c.cost_usd for c in calls]
-    scored_baseline = record.scorer == "logprob" and record.baseline is not None
-    return Spend(
-        usd=None if any(c is None for c in costs) else round(sum(costs), 10),
-        calls=sum((not c.cache_hit) * (1 + (c.embed_tokens > 0)) for c in calls)
-        + (scored_baseline and not record.baseline.cache_hit),
-        cache_hits=sum(c.cache_hit for c in calls),
-        prompt_tokens=sum(c.prompt_tokens for c in calls),
-        completion_tokens=sum(c.completion_tokens for c in calls),
-        embed_tokens=sum(c.embed_tokens for c in calls),
-    )
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 class RunWriter:
@@ -219,24 +151,19 @@ class RunWriter:
             self._close()
         return event
 
-    def end(self, status: str, reason: str, received: list | tuple = ()) -> list:
+    def end(self, received: list | tuple, closing: Callable[[RunRecord], list]) -> list:
         """Close a run that ended outside the event stream (interrupt, crash in a sink).
 
         `received` are evaluations that came back but were not streamed yet:
-        paid for, so they are stored first. Then the attribution of what was
-        evaluated is computed, so a stopped run replays with its scores, not
-        as a blank heat-map. Returns the events written, so the caller can
-        pass them on to other sinks.
+        paid for, so they are stored first. `closing` gives, for the record
+        as stored, the events that end it (the engine's estimate of what was
+        evaluated and its spend): the store computes none of them. Returns
+        the events written, so the caller can pass them on to other sinks.
         """
         if self.record is None or self.record.status != "running" or self._events is None or self._events.closed:
             return []  # never started, already closed, or its folder could not be made
         events = [self.handle(event) for event in received]
-        closing = []
-        if any(e.purpose == "attribution" for e in self.record.evaluations):
-            closing.append(estimate_record(self.record))
-        spend = tally_spend(self.record)
-        closing.append(RunAborted(reason=reason, spend=spend) if status == "aborted" else RunFailed(error=reason, spend=spend))
-        return events + [self.handle(event) for event in closing]
+        return events + [self.handle(event) for event in closing(self.record)]
 
     def _open(self) -> None:
         try:
@@ -366,7 +293,7 @@ class RunSummary:
 
 
 def summarise(record: RunRecord) -> RunSummary:
-    top = max(record.attribution, key=lambda s: s.score, default=None)
+    top = next(iter(record.ranked()), None)
     top_text = record.spans[top.index].text if top else ""
     return RunSummary(
         run_id=record.run_id,
@@ -404,8 +331,6 @@ def list_runs(runs_dir: Path, **where) -> list[RunSummary]:
 
     `where` filters (see `matches`): prompt (a hash prefix), label, tag, model, status.
     """
-    from .lifecycle import read_tags
-
     out = []
     for run_id in run_ids(runs_dir):
         path = Path(runs_dir) / run_id
@@ -432,6 +357,15 @@ def matches(s: RunSummary, prompt=None, label=None, tag=None, model=None, status
     )
 
 
-def dump_json(record: RunRecord) -> str:
-    """The record as JSON for stdout (`--json`): readable Unicode, but no raw control character."""
-    return safe_json_text(json.dumps(record.model_dump(mode="json"), indent=1, ensure_ascii=False))
+
+
+TAGS = ("baseline", "experimental", "archived")
+
+
+def read_tags(run_folder: Path) -> list[str]:
+    """A run's tags; a missing or unreadable tags.json means none."""
+    try:
+        tags = json.loads((run_folder / "tags.json").read_text("utf-8"))
+    except (OSError, ValueError):
+        return []
+    return [t for t in tags if t in TAGS] if isinstance(tags, list) else []

@@ -109,7 +109,7 @@ class AttributionConfig(BaseModel):
     @field_validator("redact_patterns")
     @classmethod
     def _patterns_compile(cls, value):
-        from .redact import compile_patterns
+        from .secrets import compile_patterns
 
         compile_patterns(value)  # a bad regex fails here, before any call, naming the pattern
         return value

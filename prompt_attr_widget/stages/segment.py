@@ -16,9 +16,8 @@ import re
 from collections.abc import Sequence
 from functools import lru_cache
 
-from pydantic import BaseModel, ConfigDict
-
-from .errors import UsageError
+from ..core.errors import UsageError
+from ..core.schema import Span
 
 LEVELS = ("heading", "paragraph", "sentence", "line", "tokens")
 FINER = {"heading": "paragraph", "paragraph": "sentence", "sentence": "tokens", "line": "tokens"}
@@ -37,16 +36,6 @@ _ABBREVIATIONS = frozenset(
 )
 
 
-class Span(BaseModel):
-    """One unit of the prompt that can be removed: `text == prompt[start:end]`."""
-
-    model_config = ConfigDict(frozen=True)
-
-    index: int
-    start: int
-    end: int
-    text: str
-    kind: str = "text"  # heading, text, fence, list
 
 
 class _Block(tuple):

@@ -9,15 +9,26 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field, ValidationError, model_serializer
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer
 
 from .config import AttributionConfig
-from .segment import Span
 
 SCHEMA_VERSION = 2  # 2 added scorer, target, noise floor, surrogate and faithfulness; 1 still loads
 Status = Literal["running", "finished", "aborted", "failed"]
 # What an evaluation was for: only "attribution" evaluations feed the estimate.
 Purpose = Literal["attribution", "noise", "faithfulness", "heldout"]
+
+
+class Span(BaseModel):
+    """One unit of the prompt that can be removed: `text == prompt[start:end]`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    index: int
+    start: int
+    end: int
+    text: str
+    kind: str = "text"  # heading, text, fence, list
 
 
 class Redaction(BaseModel):
@@ -169,6 +180,16 @@ class RunRecord(BaseModel):
     not_reproducible_because: str | None = None
     resumed_at: list[str] = Field(default_factory=list)  # when each resume began
     rerun_of: str | None = None  # the run this one repeated from its stored snapshot
+
+    def ranked(self) -> list[SpanScore]:
+        """The span scores, most influential first (see `rank`)."""
+        return rank(self.attribution)
+
+
+def rank(scores):
+    """Scored spans (anything with .score and .index), most influential first; ties: the
+    earlier span first. The one ranking every view, summary and check uses."""
+    return sorted(scores, key=lambda s: (-s.score, s.index))
 
 
 # The stored options that replaying a run reads (notes, estimates): checked as the config checks them.

@@ -15,19 +15,8 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import UsageError
-from .runs import atomic_write_json, list_runs, resolve_run_dir
-
-TAGS = ("baseline", "experimental", "archived")
-
-
-def read_tags(run_folder: Path) -> list[str]:
-    """A run's tags; a missing or unreadable tags.json means none."""
-    try:
-        tags = json.loads((run_folder / "tags.json").read_text("utf-8"))
-    except (OSError, ValueError):
-        return []
-    return [t for t in tags if t in TAGS] if isinstance(tags, list) else []
+from ..core.errors import UsageError
+from .runs import TAGS, atomic_write_json, list_runs, read_tags, resolve_run_dir
 
 
 def set_tags(run_id: str, runs_dir: Path, add: tuple[str, ...] = (), remove: tuple[str, ...] = ()) -> list[str]:

@@ -12,7 +12,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from .backends.base import BackendInfo
+from ..backends.base import BackendInfo
 
 SIZE_LIMIT = 2 * 1024**3
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .render import heatmap_html, run_notes
-from .runs import dump_json
-from .schema import RunRecord
+from ..core.schema import RunRecord, rank
+from .export import dump_json
+from .html import heatmap_html
+from .scale import run_notes
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,7 @@ class Attribution:
     def top(self, k: int = 5) -> list[SpanResult]:
         """The k spans with the highest scores (ties broken by position)."""
         measured = [s for s in self.spans if s.score is not None]
-        return sorted(measured, key=lambda s: (-s.score, s.index))[:k]
+        return rank(measured)[:k]
 
     def to_records(self) -> list[dict]:
         return [asdict(s) for s in self.spans]

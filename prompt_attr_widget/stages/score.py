@@ -21,8 +21,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .errors import BackendError, UsageError
-from .schema import Target
+from ..core.errors import BackendError, UsageError
+from ..core.schema import Target
 
 UNITS = {
     "logprob": "log-prob drop (nats/token)",

@@ -1,43 +1,27 @@
 """Compare two runs: what a prompt edit did to the spans, the scores and the answer.
 
 Prompt engineering is iteration, so the question after an edit is "what did
-it change?". Spans of the two runs are aligned by their text (difflib over
-whitespace-normalised span texts): a span is `same`, `changed` (edited in
-place), `added` or `removed`. Aligned spans get a score delta, but only when
-both runs measured in the same unit; otherwise the delta is left out rather
-than comparing log-probabilities with distances. The answers are diffed word
-by word, and config, model fingerprint, spend and latency differences are
-listed. Nothing here calls a model.
+it change?". The alignment and the answer diff are stages/align.py; here
+they become a `Comparison` with config, model fingerprint, spend and
+latency differences, and its text, HTML and widget views. A re-run's
+`Reproduction` (did the answers match?) lives here too. Nothing here calls
+a model or reads the disk.
 """
 
 from __future__ import annotations
 
-import difflib
 import html
 import json
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
-from .render import safe_terminal_text
-from .runs import read_run
-from .schema import RunRecord
+from ..core.schema import RunRecord
+from ..core.text import safe_terminal_text, usd
+from ..stages.align import AlignedSpan, align_spans, changes, word_diff
 
 # Config keys that never change what a run computes (how it ran, where it was saved).
 OPERATIONAL = frozenset({"concurrency", "rpm", "timeout", "max_retries", "budget", "cache", "label", "allow_insecure"})
 
 
-@dataclass(frozen=True)
-class AlignedSpan:
-    """One row of the span alignment: a span of A, of B, or of both."""
-
-    status: str  # same, changed, added (only in B), removed (only in A)
-    index_a: int | None
-    index_b: int | None
-    text_a: str | None
-    text_b: str | None
-    score_a: float | None
-    score_b: float | None
-    delta: float | None  # score_b - score_a, when both exist in one unit
 
 
 @dataclass
@@ -64,8 +48,6 @@ class Comparison:
 
     def cost_line(self, arrow: str = "→") -> str:
         """Spend, calls and time, A to B (the text report passes "->" for plain terminals)."""
-        from .cost import usd
-
         return (f"spend {usd(self.spend_usd[0])} {arrow} {usd(self.spend_usd[1])}, "
                 f"calls {self.calls[0]} {arrow} {self.calls[1]}, "
                 f"time {_secs(self.total_ms[0])} {arrow} {_secs(self.total_ms[1])}")
@@ -132,14 +114,6 @@ class ABResult:
         return comparison_html(self.comparison)
 
 
-def compare(run_a: str | RunRecord, run_b: str | RunRecord, runs_dir: str | Path | None = None) -> Comparison:
-    """Compare two runs (ids, prefixes, 'latest', or records); no model calls."""
-    from .config import runs_dir as resolve_runs_dir
-
-    folder = resolve_runs_dir(runs_dir)
-    a = run_a if isinstance(run_a, RunRecord) else read_run(run_a, folder)
-    b = run_b if isinstance(run_b, RunRecord) else read_run(run_b, folder)
-    return compare_records(a, b)
 
 
 def compare_records(a: RunRecord, b: RunRecord) -> Comparison:
@@ -155,63 +129,20 @@ def compare_records(a: RunRecord, b: RunRecord) -> Comparison:
         baseline_a=a.baseline.output if a.baseline else None,
         baseline_b=b.baseline.output if b.baseline else None,
         baseline_diff=word_diff(a.baseline.output if a.baseline else "", b.baseline.output if b.baseline else ""),
-        config_changes=_changes(_computing(a.config), _computing(b.config)),
-        model_changes=_changes(_model(a), _model(b)),
+        config_changes=changes(_computing(a.config), _computing(b.config)),
+        model_changes=changes(_model(a), _model(b)),
         spend_usd=(a.spend.usd, b.spend.usd),
         calls=(a.spend.calls, b.spend.calls),
         total_ms=(a.timings_ms.get("total_ms"), b.timings_ms.get("total_ms")),
     )
 
 
-def align_spans(a: RunRecord, b: RunRecord, comparable: bool) -> list[AlignedSpan]:
-    """Spans of A and B matched by text; an edited span pairs with the one it replaced."""
-    score_a, score_b = _scores(a), _scores(b)
-    key_a, key_b = [_norm(s.text) for s in a.spans], [_norm(s.text) for s in b.spans]
-    rows: list[AlignedSpan] = []
-
-    def row(status, i, j):
-        sa = score_a.get(i) if i is not None else None
-        sb = score_b.get(j) if j is not None else None
-        delta = sb - sa if comparable and sa is not None and sb is not None else None
-        rows.append(AlignedSpan(
-            status, i, j, a.spans[i].text if i is not None else None, b.spans[j].text if j is not None else None,
-            sa, sb, delta,
-        ))
-
-    matcher = difflib.SequenceMatcher(None, key_a, key_b, autojunk=False)
-    for op, a0, a1, b0, b1 in matcher.get_opcodes():
-        if op == "equal":
-            for i, j in zip(range(a0, a1), range(b0, b1), strict=True):
-                row("same", i, j)
-            continue
-        paired = min(a1 - a0, b1 - b0) if op == "replace" else 0
-        for k in range(paired):
-            row("changed", a0 + k, b0 + k)
-        for i in range(a0 + paired, a1):
-            row("removed", i, None)
-        for j in range(b0 + paired, b1):
-            row("added", None, j)
-    return rows
 
 
-def word_diff(text_a: str, text_b: str) -> list[tuple[str, str]]:
-    """The two answers' difference, word by word: (equal | delete | insert, words)."""
-    wa, wb = text_a.split(), text_b.split()
-    out: list[tuple[str, str]] = []
-    for op, a0, a1, b0, b1 in difflib.SequenceMatcher(None, wa, wb, autojunk=False).get_opcodes():
-        if op in ("equal", "delete", "replace") and a1 > a0:
-            out.append(("equal" if op == "equal" else "delete", " ".join(wa[a0:a1])))
-        if op in ("insert", "replace") and b1 > b0:
-            out.append(("insert", " ".join(wb[b0:b1])))
-    return out
 
 
-def _scores(record: RunRecord) -> dict[int, float]:
-    return {s.index: s.score for s in record.attribution}
 
 
-def _norm(text: str) -> str:
-    return " ".join(text.split())
 
 
 def _computing(config: dict) -> dict:
@@ -224,8 +155,6 @@ def _model(record: RunRecord) -> dict:
             **{f"fingerprint.{k}": v for k, v in b.fingerprint.items()}, "library_version": record.library_version}
 
 
-def _changes(a: dict, b: dict) -> dict[str, tuple]:
-    return {k: (a.get(k), b.get(k)) for k in sorted({*a, *b}) if a.get(k) != b.get(k)}
 
 
 @dataclass
@@ -278,7 +207,7 @@ def reproduction(original: RunRecord, rerun: RunRecord) -> Reproduction:
         matched=len(shared) - len(differed),
         differed=differed,
         missing=len(first.keys() ^ second.keys()),
-        model_changes=_changes(_model(original), _model(rerun)),
+        model_changes=changes(_model(original), _model(rerun)),
     )
 
 
@@ -306,8 +235,8 @@ def comparison_text(c: Comparison) -> str:
         lines.append(f"{_MARK[r.status]} {_num(r.score_a):>7} {_num(r.score_b):>7} {_num(r.delta, True):>7}  "
                      f"{t(' '.join((text or '').split()))[:70]}")
     lines += ["", "answer A: " + t(c.baseline_a or "(none)"), "answer B: " + t(c.baseline_b or "(none)")]
-    for title, changes in (("config", c.config_changes), ("model", c.model_changes)):
-        for key, (va, vb) in changes.items():
+    for title, found in (("config", c.config_changes), ("model", c.model_changes)):
+        for key, (va, vb) in found.items():
             lines.append(f"{title} {t(key)}: {t(repr(va))} -> {t(repr(vb))}")
     lines.append(c.cost_line("->"))
     return "\n".join(lines)

@@ -13,8 +13,8 @@ from __future__ import annotations
 import ipaddress
 from urllib.parse import urlsplit
 
-from .backends.openai import public_url
-from .errors import UsageError
+from ..core.errors import UsageError
+from ..core.identity import public_url
 
 
 def is_loopback(host: str) -> bool:

@@ -1,0 +1,63 @@
+"""The static HTML heat-map of a run (notebook `_repr_html_`, nbconvert, reports).
+
+Prompt text is untrusted: every character of it goes through `html.escape`,
+so `<script>` shows as text. Output is deterministic (fixed number formats,
+no random ids, no times), so a notebook's stored output is stable. Colours,
+significance and ranking come from views/scale.py, as in every view.
+"""
+
+from __future__ import annotations
+
+import html
+
+from ..core.schema import RunRecord
+from ..core.text import one_line
+from .scale import heat, heat_css, plus_minus, run_notes, scale_max, signal
+
+
+def heatmap_html(record: RunRecord, top_k: int = 5) -> str:
+    scores = {s.index: s for s in record.attribution}
+    top = scale_max(record)
+    parts, cursor = [], 0
+    for span in record.spans:
+        parts.append(html.escape(record.prompt[cursor : span.start]))
+        s = scores.get(span.index)
+        if s is None:
+            parts.append(f'<span class="pa-span pa-pending" data-index="{span.index}">{html.escape(span.text)}</span>')
+        else:
+            intensity = heat(s, top)
+            note = "" if s.resolved else " (share of an unrefined group)"
+            if intensity is None:
+                style, note = "color:inherit", note + " (below the noise floor)"
+            else:
+                style = f"background:{heat_css(intensity)};border-radius:3px"
+            cls = "pa-span" if intensity is not None else "pa-span pa-noise"
+            parts.append(
+                f'<span class="{cls}" data-index="{span.index}" style="{style}" '
+                f'title="span {span.index}: score {s.score:.3f}{plus_minus(s)}{note}">{html.escape(span.text)}</span>'
+            )
+        cursor = span.end
+    parts.append(html.escape(record.prompt[cursor:]))
+    ranked = record.ranked()[:top_k]
+    rows = "".join(
+        f"<tr><td>{r.index}</td><td>{r.score:.3f}{'' if r.resolved else '*'}{plus_minus(r)}</td>"
+        f"<td>{signal(r)}</td><td>{html.escape(one_line(record.spans[r.index].text, 80))}</td></tr>"
+        for r in ranked
+    )
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in run_notes(record))
+    baseline = html.escape(record.baseline.output) if record.baseline else "(no baseline)"
+    status = html.escape(record.status + (f": {record.reason}" if record.reason else ""))
+    return (
+        '<div class="prompt-attr-static" style="font-family:system-ui,sans-serif;font-size:13px">'
+        f'<div><b>prompt_attr</b> run {html.escape(record.run_id)} · {html.escape(record.backend.model)}'
+        f" · {status} · {len(record.evaluations)} evaluations</div>"
+        f'<div style="margin:4px 0;color:#666">colour scale: 0 (pale) to {top:.3f} (dark red); '
+        "uncoloured: below the noise floor</div>"
+        f'<ul class="pa-notes" style="margin:2px 0;color:#555">{notes}</ul>'
+        '<pre style="white-space:pre-wrap;word-break:break-word;font-family:ui-monospace,monospace;'
+        f'line-height:1.6;padding:8px;border:1px solid #ccc">{"".join(parts)}</pre>'
+        f"<div><b>Baseline output</b></div><pre style=\"white-space:pre-wrap\">{baseline}</pre>"
+        "<table><thead><tr><th>span</th><th>score</th><th>above noise</th><th>text</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table>"
+        "</div>"
+    )

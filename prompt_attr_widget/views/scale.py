@@ -1,0 +1,101 @@
+"""How a score is shown: the one heat scale, the noise rule, the ranking, the notes.
+
+Every view (static HTML, terminal, export, both widgets) takes its colours
+and its significance from here; the JavaScript receives the levels it
+draws instead of computing them, so no two views can disagree.
+
+Noise is never shown as signal: a span whose score is not above the run's
+noise floor (`significant is False`) gets no heat colour anywhere, and
+every rendering states the estimator, the scorer's unit, the floor and the
+faithfulness check, so a reader knows how sure the run is.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from ..core.schema import RunRecord, SpanScore
+
+HEAT_RGB = (220, 38, 38)  # the heat colour: red, from pale (low score) to strong (the run's top)
+MIN_TOP = 0.05  # the scale's top is at least this, so a run of tiny scores stays pale
+
+
+def scale_max(record: RunRecord) -> float:
+    """The colour scale's top: the run's highest score (at least MIN_TOP, so noise stays pale)."""
+    return scale_top(s.score for s in record.attribution)
+
+
+def scale_top(scores) -> float:
+    """The top of a scale shared by these scores (a run, or both runs of a comparison)."""
+    return max([MIN_TOP, *(s for s in scores if s is not None)])
+
+
+def level(score: float | None, significant: bool | None, top: float) -> float | None:
+    """Colour intensity 0-1 of a span, or None for no colour (unmeasured, or noise)."""
+    if score is None or significant is False:
+        return None
+    return max(0.0, min(1.0, score / top))
+
+
+def heat(s: SpanScore | None, top: float) -> float | None:
+    """`level` of a span's score."""
+    return None if s is None else level(s.score, s.significant, top)
+
+
+def heat_css(intensity: float | None) -> str:
+    """The CSS background of a level: '' (no colour) for None."""
+    if intensity is None:
+        return ""
+    return f"rgba({','.join(map(str, HEAT_RGB))},{0.08 + 0.62 * intensity:.3f})"
+
+
+def plus_minus(s: SpanScore) -> str:
+    return "" if s.stderr is None else f" ± {s.stderr:.3f}"
+
+
+def signal(s: SpanScore) -> str:
+    """The significance column: above the floor, noise, or not assessed."""
+    return {True: "yes", False: "noise", None: "-"}[s.significant]
+
+
+def run_notes(record: RunRecord) -> list[str]:
+    """How the run measured and how sure it is, one short sentence each."""
+    c = record.config
+    method = c.get("method", "hierarchical")
+    fit = record.surrogate
+    if method == "surrogate" and fit:
+        r2 = "n/a" if fit.r2 is None else f"{fit.r2:.2f}"
+        notes = [f"estimator: surrogate (LASSO on {fit.masks} random masks, R² {r2}, ± = bootstrap s.e.)"]
+    elif method == "loo" or len(record.spans) <= 2 / c.get("group_fraction", 0.2):
+        few = "" if method == "loo" else " (too few spans for hierarchical passes)"
+        notes = [f"estimator: leave-one-out{few}"]
+    else:
+        notes = [f"estimator: hierarchical (refine threshold {c.get('refine_threshold', 0.85):g})"]
+    target = f" of the target {record.target.text!r}" if record.target else ""
+    notes.append(f"score: {record.score_unit}{target}")
+    if record.noise:
+        n = record.noise
+        above = sum(bool(s.significant) for s in record.attribution)
+        source = f"largest gap between {n.repeats} answers to the unchanged prompt" if n.samples else "deterministic backend"
+        notes.append(
+            f"noise floor {n.floor:.3f} ({source}, minimum effect {n.min_effect:g}): "
+            f"{above} of {len(record.spans)} spans above it"
+        )
+    f = record.faithfulness
+    if f and f.top_k_score is not None:
+        rand = f"{sum(f.random_scores) / len(f.random_scores):.3f}" if f.random_scores else "n/a"
+        line = f"check: deleting the top {f.k} together scores {f.top_k_score:.3f}; {f.k} random spans {rand}"
+        if f.lds is not None:
+            line += f"; LDS {f.lds:.2f} on {f.heldout} held-out masks"
+        notes.append(line)
+    if record.redacted:
+        notes.append(redaction_note(record))
+    return notes
+
+
+def redaction_note(record: RunRecord) -> str:
+    """What --redact masked, by kind (never the secrets), and what that costs."""
+    calls = [c for c in [record.baseline, *record.evaluations] if c is not None]
+    kinds = Counter(r.kind for r in [*record.redactions, *(r for c in calls for r in c.redactions)])
+    found = ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items())) or "none found"
+    return f"redacted: secrets masked in the stored run ({found}); not reproducible from the stored prompt"
