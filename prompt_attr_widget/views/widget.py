@@ -44,11 +44,12 @@ FLUSH_INTERVAL_S = 0.1
 
 
 def _asset(name: str) -> str:
-    """A front-end file: from the wheel's data package, or from js/ in a source tree."""
-    try:
-        return resources.files("prompt_attr_widget.static").joinpath(name).read_text("utf-8")
-    except ModuleNotFoundError:
-        return (Path(__file__).resolve().parents[2] / "js" / name).read_text("utf-8")
+    """A front-end file: from js/ beside the package in a source tree (the file being
+    edited, whatever is installed), else from the wheel's data package."""
+    source = Path(__file__).resolve().parents[2] / "js" / name
+    if source.is_file():
+        return source.read_text("utf-8")
+    return resources.files("prompt_attr_widget.static").joinpath(name).read_text("utf-8")
 
 
 class AttributionWidget(anywidget.AnyWidget):
