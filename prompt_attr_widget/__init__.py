@@ -13,16 +13,13 @@ from .core.errors import (
     RunNotFound,
     UsageError,
 )
-
-# Eager, because the submodule has the function's name: once anything imported
-# `prompt_attr_widget.stages.segment`, a lazy lookup would find the module instead.
-from .core.schema import Span
 from .core.version import __version__
-from .stages.segment import segment
 
-# The rest loads on first use (PEP 562): `prompt-attr ls` and `show` then start
-# without importing numpy, the openai SDK and the engine.
+# Everything else loads on first use (PEP 562): `import prompt_attr`, `prompt-attr ls`
+# and `show` then start without importing numpy, the openai SDK or the engine.
 _LAZY = {
+    "segment": ".stages.segment",
+    "Span": ".core.schema",
     "attribute": ".api",
     "attribute_async": ".api",
     "list_runs": ".api",

@@ -14,11 +14,11 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from . import __version__
 from .core.config import runs_dir as resolve_runs_dir
 from .core.errors import BudgetRefused, PromptAttrError, UsageError
 from .core.events import Estimate, Progress, RunStarted
 from .core.text import safe_terminal_text, usd
+from .core.version import __version__
 from .store.lifecycle import TAGS
 from .store.runs import list_runs, read_run
 from .views.result import Attribution

@@ -21,7 +21,7 @@ from prompt_attr import Price
 from prompt_attr_widget.backends.fake import FakeBackend
 from prompt_attr_widget.views.widget import AttributionWidget
 
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 FILLER = ["cat", "dog", "fox", "owl"]
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 

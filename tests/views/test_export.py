@@ -16,7 +16,7 @@ from prompt_attr_widget.views import export
 
 V1 = "It was late. The Blue Falcon landed safely. =HYPERLINK(\"http://x\") Alpha. My cat slept."
 V2 = "It was late. The Red Falcon landed safely. <script>window.__pwned=1</script> Beta. My cat slept."
-SHOTS = Path(__file__).resolve().parent.parent / "artifacts" / "screenshots"
+SHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ROOT / "notebooks"
 SANITIZE = NOTEBOOKS / "nbval_sanitize.cfg"
 EXPECTED = {"quickstart.ipynb", "long_prompts.ipynb", "openai_compatible.ipynb"}

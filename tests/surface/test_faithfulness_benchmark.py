@@ -20,7 +20,7 @@ import pytest
 
 import prompt_attr
 
-BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "faithfulness"
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "faithfulness"
 HIT_RATE_GOAL = 0.9
 MIN_VALID = 20
 

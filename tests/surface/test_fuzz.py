@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from test_segment import check_spans
+from support import check_spans
 
 import prompt_attr
 from prompt_attr import PromptAttrError, RunNotFound, UsageError

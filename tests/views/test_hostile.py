@@ -26,7 +26,7 @@ from prompt_attr_widget.views.html import heatmap_html
 from prompt_attr_widget.views.terminal import heatmap_terminal, top_table
 from prompt_attr_widget.views.widget import AttributionWidget
 
-CORPUS = json.loads((Path(__file__).parent / "data" / "hostile_prompts.json").read_text("utf-8"))
+CORPUS = json.loads((Path(__file__).parents[1] / "data" / "hostile_prompts.json").read_text("utf-8"))
 PAYLOADS = {p["name"]: p["text"] for p in CORPUS}
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import check_spans
 
 from prompt_attr_widget.core.errors import UsageError
 from prompt_attr_widget.stages.segment import LEVELS, _segment_cached, render, segment
@@ -30,17 +31,6 @@ DOC = (
 )
 
 
-def check_spans(prompt: str, spans) -> None:
-    """The invariants every segmentation must keep."""
-    assert spans, "no spans"
-    prev_end = 0
-    for i, s in enumerate(spans):
-        assert s.index == i
-        assert prompt[s.start : s.end] == s.text
-        assert s.text, "empty span"
-        assert not s.text[0].isspace() and not s.text[-1].isspace(), repr(s.text)
-        assert s.start >= prev_end, "spans overlap or are out of order"
-        prev_end = s.end
 
 
 def texts(spans):
