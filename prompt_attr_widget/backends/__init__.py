@@ -1,4 +1,5 @@
-"""Backends behind one protocol (base.py): fake, local (llama.cpp) and OpenAI-compatible.
+"""The backends layer: one protocol (base.py) and its fake, local (llama.cpp) and
+OpenAI-compatible models. Imports core only.
 
 `resolve_backend` turns a model spec into one; endpoint.py decides which
 servers a prompt may be sent to, prices.py what a call costs.
