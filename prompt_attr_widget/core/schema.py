@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer
+from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
 from .config import AttributionConfig
+from .options import REPLAYED
 
 SCHEMA_VERSION = 2  # 2 added scorer, target, noise floor, surrogate and faithfulness; 1 still loads
 Status = Literal["running", "finished", "aborted", "failed"]
@@ -159,7 +160,7 @@ class RunRecord(BaseModel):
     prompt: str
     system: str | None = None
     prompt_sha256: str
-    config: dict
+    config: dict  # AttributionConfig as stored (no credentials); read it through `settings`
     backend: BackendRecord
     spans: list[Span]
     projected_usd: float | None = None
@@ -181,6 +182,17 @@ class RunRecord(BaseModel):
     resumed_at: list[str] = Field(default_factory=list)  # when each resume began
     rerun_of: str | None = None  # the run this one repeated from its stored snapshot
 
+    @property
+    def settings(self) -> AttributionConfig:
+        """The stored config as typed options: what the run was asked for.
+
+        An option a run written before it existed lacks reads as the table's
+        default (core/options.py); unknown keys are ignored; a stored value
+        that does not validate reads as the default too (`inconsistency`
+        reports those the views depend on).
+        """
+        return AttributionConfig.from_stored(self.config)
+
     def ranked(self) -> list[SpanScore]:
         """The span scores, most influential first (see `rank`)."""
         return rank(self.attribution)
@@ -190,10 +202,6 @@ def rank(scores):
     """Scored spans (anything with .score and .index), most influential first; ties: the
     earlier span first. The one ranking every view, summary and check uses."""
     return sorted(scores, key=lambda s: (-s.score, s.index))
-
-
-# The stored options that replaying a run reads (notes, estimates): checked as the config checks them.
-_REPLAYED_OPTIONS = ("method", "group_fraction", "refine_threshold", "masks", "keep_prob", "seed")
 
 
 def inconsistency(record: RunRecord) -> str | None:
@@ -211,9 +219,10 @@ def inconsistency(record: RunRecord) -> str | None:
     for s in record.attribution:
         if not 0 <= s.index < n:
             return f"a score names span {s.index}, but the run has {n}"
-    try:
-        AttributionConfig.model_validate({k: record.config[k] for k in _REPLAYED_OPTIONS if k in record.config})
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        return f"config {'.'.join(map(str, err['loc']))}: {err['msg']}"
+    # The stored options that replaying a run reads (notes, estimates): checked as the config checks them.
+    problems: dict[str, str] = {}
+    AttributionConfig.from_stored(record.config, problems)
+    for name in REPLAYED:
+        if name in problems:
+            return f"config {problems[name]}"
     return None
