@@ -293,7 +293,7 @@ def _attribute_and_print(args, prompt: str | None, **options) -> int:
     print_result(result, as_json=args.json, color=color, top=args.top)
     if result.reproduction is not None:
         print(result.reproduction, file=sys.stderr if args.json else sys.stdout)
-    if result.status == "aborted" and "budget" in (result.record.reason or ""):
+    if result.status == "aborted" and result.record.stopped_by == "budget":
         return 3
     return {"finished": 0}.get(result.status, 1)
 

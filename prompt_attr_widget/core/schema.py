@@ -16,6 +16,8 @@ from .options import REPLAYED
 
 SCHEMA_VERSION = 2  # 2 added scorer, target, noise floor, surrogate and faithfulness; 1 still loads
 Status = Literal["running", "finished", "aborted", "failed"]
+# What stopped an aborted run, when a rule did (not an interrupt): the budget.
+StoppedBy = Literal["budget"]
 # What an evaluation was for: only "attribution" evaluations feed the estimate.
 Purpose = Literal["attribution", "noise", "faithfulness", "heldout"]
 
@@ -154,6 +156,7 @@ class RunRecord(BaseModel):
     run_id: str
     status: Status = "running"
     reason: str | None = None
+    stopped_by: StoppedBy | None = None  # aborted by the budget; None in runs written before this field
     created_at: str
     finished_at: str | None = None
     library_version: str

@@ -495,7 +495,7 @@ async def run_events(
     except BudgetExhausted as exc:
         if run.evaluated:  # the attribution of what was paid for, not an empty heat-map
             yield run.estimate(max(ev.round for ev in run.evaluated.values()))
-        yield RunAborted(reason=str(exc), spend=run.spend(), timings_ms=run.total_timings())
+        yield RunAborted(reason=str(exc), stopped_by="budget", spend=run.spend(), timings_ms=run.total_timings())
         return
     except PromptAttrError as exc:
         yield RunFailed(error=str(exc), spend=run.spend(), timings_ms=run.total_timings())
