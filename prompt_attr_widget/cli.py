@@ -183,7 +183,8 @@ def run_options(args: argparse.Namespace) -> dict:
         options["target"] = _character_range(args.target_range)
     if args.price_in is not None or args.price_out is not None:
         # a plain dict: AttributionConfig.build validates it, so -1 or nan is a UsageError, not a traceback
-        options["price"] = {"input": args.price_in or 0.0, "output": args.price_out or 0.0}
+        price = {"input": args.price_in or 0.0, "output": args.price_out}
+        options["price"] = {k: v for k, v in price.items() if v is not None}  # no --price-out: Price's default
     return options
 
 

@@ -161,7 +161,7 @@ def test_run_options_takes_its_names_from_the_table():
     on_cli = {o.name for o in OPTIONS if o.cli_flag is not None}
     given = {"model", "target", "price", "cache", "tags", "runs_dir", "redact_patterns", "redact"}
     assert set(options) == {o.name for o in OPTIONS if o.name in on_cli and o.default is not None} | given
-    assert options["target"] == (0, 4) and options["price"] == {"input": 2.0, "output": 0.0}
+    assert options["target"] == (0, 4) and options["price"] == {"input": 2.0}  # output: Price's default
     assert options["cache"] is False and options["redact_patterns"] == ["bird"] and options["tags"] == ["baseline"]
     config = AttributionConfig.build(**{k: v for k, v in options.items() if k not in ("runs_dir", "tags")})
     assert config.price == Price(input=2) and config.redact
