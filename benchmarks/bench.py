@@ -574,7 +574,7 @@ def report_local(report: Report, runs: dict, load_before: str) -> None:
     report.add(
         sec,
         f"prompt: {len(LOCAL_PROMPT.split())} words, {len(cold.spans)} spans, "
-        f"default method ({cold.config['method']})",
+        f"default method ({cold.settings.method})",
         len(cold.evaluations),
         "evals",
     )

@@ -18,6 +18,7 @@ from .core.config import AttributionConfig, cache_dir
 from .core.config import runs_dir as resolve_runs_dir
 from .core.errors import UsageError
 from .core.events import TERMINAL
+from .core.options import RESUMABLE
 from .core.schema import RunRecord
 from .engine.cache import CallCache
 from .engine.redact import redactor_for
@@ -131,8 +132,8 @@ async def attribute_async(
     return result
 
 
-# What a resumed run may change: how it is run, never what it computes.
-RESUMABLE_OPTIONS = ("budget", "concurrency", "rpm", "timeout", "max_retries", "cache", "allow_insecure")
+# What a resumed run may change: how it is run, never what it computes (the options table says which).
+RESUMABLE_OPTIONS = RESUMABLE
 
 
 def kept_config(stored, prompt: str | None, *, model: str | None, base_url: str | None, **options) -> AttributionConfig:
@@ -144,12 +145,14 @@ def kept_config(stored, prompt: str | None, *, model: str | None, base_url: str 
         raise UsageError(f"run {stored.run_id} cannot be resumed or re-run: {stored.not_reproducible_because}; start a new run")
     if prompt is not None and prompt != stored.prompt:
         raise UsageError(f"the prompt differs from the one run {stored.run_id} attributed; start a new run")
-    kept = {k: v for k, v in stored.config.items() if k in AttributionConfig.model_fields}
-    if base_url is not None and public_url(base_url) == kept.get("base_url"):
-        kept["base_url"] = base_url  # the same server; its URL may hold credentials, never stored
-    before = AttributionConfig.build(**kept)
+    problems: dict[str, str] = {}  # what `stored.settings` would read as a default: refused here
+    before = AttributionConfig.from_stored(stored.config, problems)
+    if problems:
+        raise UsageError(f"invalid option: {'; '.join(problems.values())}")
+    if base_url is not None and public_url(base_url) == before.base_url:
+        before = before.model_copy(update={"base_url": base_url})  # the same server; its URL may hold credentials, never stored
     given = {k: v for k, v in {**options, "model": model, "base_url": base_url}.items() if v is not None}
-    asked = AttributionConfig.build(**{**kept, **given})
+    asked = AttributionConfig.build(**{**before.model_dump(), **given})
     changed = [k for k in AttributionConfig.model_fields
                if k not in RESUMABLE_OPTIONS and getattr(asked, k) != getattr(before, k)]
     if changed:

@@ -14,9 +14,11 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from .core.config import DEFAULT_RUNS_DIR
 from .core.config import runs_dir as resolve_runs_dir
 from .core.errors import BudgetRefused, PromptAttrError, UsageError
 from .core.events import Estimate, Progress, RunStarted
+from .core.options import OPTIONS, Option, Price
 from .core.text import safe_terminal_text, usd
 from .core.version import __version__
 from .store.lifecycle import TAGS
@@ -75,13 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     for p_ in (resume, rerun):
         p_.add_argument("run_id", metavar="RUN_ID")
         p_.add_argument("--runs-dir")
-        p_.add_argument("--base-url", help="the server again, if its URL held credentials (they are never stored)")
-        p_.add_argument("--budget", type=float, help="maximum spend in USD (for resume: earlier sessions included)")
-        p_.add_argument("--concurrency", type=int)
-        p_.add_argument("--rpm", type=float)
-        p_.add_argument("--timeout", type=float)
-        p_.add_argument("--cache", action=argparse.BooleanOptionalAction, default=None,
-                        help="use the call cache (resume: on by default; rerun: off, so the model is asked again)")
+        add_resume_options(p_)
         _add_output_options(p_)
 
     cmp = sub.add_parser("compare", help="compare two runs: span alignment, score deltas, answer diff (no model calls)")
@@ -112,71 +108,90 @@ def _add_output_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
-    """The options shared by the CLI and the %%attribute magic."""
-    p.add_argument("--model", default="local", help="local | local:/path.gguf | gpt-4o-mini | openai:<model> | a name with --base-url")
-    p.add_argument("--base-url", help="an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
-    p.add_argument("--embed-model", help="embedding model for the distance score")
-    p.add_argument("--system", help="a system message sent with every call")
-    p.add_argument("--segment", choices=["heading", "paragraph", "sentence", "line", "tokens"], default=None, help="span level (default sentence)")
-    p.add_argument("--window-tokens", type=int, help="tokens per span for --segment tokens (default 40)")
-    p.add_argument("--method", choices=["hierarchical", "loo", "surrogate"], default=None,
-                   help="hierarchical passes (default), leave-one-out, or a sparse linear surrogate on random masks")
-    p.add_argument("--masks", type=int, help="random masks for --method surrogate (default 32)")
-    p.add_argument("--keep-prob", type=float, help="chance each span is kept in a random mask (default 0.5)")
-    p.add_argument("--scorer", choices=["auto", "logprob", "embedding"], default=None,
-                   help="log-probability of the answer where the backend offers it (auto, default), else embedding distance")
-    p.add_argument("--target", help="explain only this part of the answer, e.g. --target Lyon")
+    """The options shared by the CLI and the %%attribute magic: the table of core/options.py,
+    plus --target-range, --price-in/--price-out, --runs-dir and --tag."""
+    for option in OPTIONS:
+        if option.cli_flag is not None:
+            _add_option(p, option)
+        for extra in _EXTRAS.get(option.name, ()):
+            extra(p)
+
+
+def _add_option(p: argparse.ArgumentParser, option: Option) -> None:
+    kind, extra = option.cli, {}
+    if kind == "value":
+        extra = {"type": option.cli_type, "choices": option.choices, "default": option.default}
+    elif kind == "append":
+        extra = {"action": "append", "type": option.cli_type, "default": option.default}
+    elif kind == "switch":
+        extra = {"action": "store_true", "default": option.default}
+    elif kind == "negate":
+        extra = {"action": "store_true"}
+    if option.metavar:
+        extra["metavar"] = option.metavar
+    p.add_argument(option.cli_flag, dest=option.cli_dest, help=option.cli_help(), **extra)
+
+
+def _add_target_range(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target-range", metavar="START:END", help="explain characters START:END of the answer")
-    p.add_argument("--noise-repeats", type=int, help="baseline calls measuring the noise floor (default 3 remote, 1 local)")
-    p.add_argument("--min-effect", type=float, help="smallest score worth reporting, in the scorer's unit")
-    p.add_argument("--faithfulness", choices=["off", "cheap", "full"], default=None,
-                   help="checks of the attribution: cheap top-k deletion (default), full adds LDS on held-out masks")
-    p.add_argument("--logprob-template", choices=["chatml", "plain"], default=None,
-                   help="how an OpenAI-compatible server's completions endpoint sees the chat (default chatml)")
-    p.add_argument("--seed", type=int, help="seed of the model and of the random masks (default 42)")
-    p.add_argument("--threshold", type=float, dest="refine_threshold", help="share of impact the refined groups must cover (default 0.85)")
-    p.add_argument("--budget", type=float, help="maximum spend in USD; refuses or stops before passing it")
+
+
+def _add_price(p: argparse.ArgumentParser) -> None:
     p.add_argument("--price-in", type=float, help="USD per million input tokens (for models with no known price)")
-    p.add_argument("--price-out", type=float, help="USD per million output tokens")
-    p.add_argument("--concurrency", type=int, help="calls in flight at once (default 20)")
-    p.add_argument("--rpm", type=float, help="requests per minute limit")
-    p.add_argument("--max-tokens", type=int, help="answer length cap (default 128)")
-    p.add_argument("--timeout", type=float, help="seconds per request (default 60)")
-    p.add_argument("--max-retries", type=int, help="retries of a failed or broken request (default 4)")
-    p.add_argument("--no-cache", action="store_true", help="do not read or write the call cache")
-    p.add_argument("--runs-dir", help="runs folder (default $PROMPT_ATTR_RUNS_DIR or ./runs)")
-    p.add_argument("--label", help="a name for the run, e.g. v1.2 (prompt-attr ls --label v1.2)")
-    p.add_argument("--tag", dest="tags", action="append", choices=("baseline", "experimental"),
-                   help="tag the run (repeatable)")
-    p.add_argument("--allow-insecure", action="store_true", default=None,
-                   help="allow a plain http --base-url that is not this machine (only on a trusted network)")
-    p.add_argument("--redact", action="store_true", default=None,
-                   help="mask secrets (API keys, tokens, passwords, e-mails) in the saved run; the model still "
-                        "gets the real prompt; the call cache is not written; the run is marked not reproducible")
-    p.add_argument("--redact-pattern", action="append", dest="redact_patterns", metavar="REGEX",
-                   help="one more secret pattern for --redact (repeatable; a group named secret masks only itself)")
+    p.add_argument("--price-out", type=float,
+                   help=f"USD per million output tokens (default {Price.model_fields['output'].default:g})")
+
+
+def _add_run_place(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runs-dir", help=f"runs folder (default $PROMPT_ATTR_RUNS_DIR or ./{DEFAULT_RUNS_DIR})")
+    p.add_argument("--tag", dest="tags", action="append", choices=("baseline", "experimental"), help="tag the run (repeatable)")
+
+
+# Flags that are not options of the table, each after the option it belongs with.
+_EXTRAS = {"target": (_add_target_range,), "price": (_add_price,), "label": (_add_run_place,)}
+
+
+def add_resume_options(p: argparse.ArgumentParser) -> None:
+    """What `resume` and `rerun` may change (or, for --base-url, give again); unset, the run's own."""
+    for option in OPTIONS:
+        if not option.on_resume:
+            continue
+        flag, extra = f"--{option.name.replace('_', '-')}", {}
+        if option.cli == "negate":
+            extra = {"action": argparse.BooleanOptionalAction}
+        elif option.cli == "switch":
+            extra = {"action": "store_true"}
+        else:
+            flag = option.cli_flag
+            extra = {"type": option.cli_type, "choices": option.choices}
+        p.add_argument(flag, dest=option.name, default=None, help=option.resume_cli_help(), **extra)
 
 
 def run_options(args: argparse.Namespace) -> dict:
     """argparse namespace → keyword arguments of attribute()."""
-    price = None
-    if args.price_in is not None or args.price_out is not None:
-        # a plain dict: AttributionConfig.build validates it, so -1 or nan is a UsageError, not a traceback
-        price = {"input": args.price_in or 0.0, "output": args.price_out or 0.0}
-    names = ("model", "base_url", "embed_model", "system", "segment", "window_tokens", "method", "refine_threshold",
-             "budget", "concurrency", "rpm", "max_tokens", "timeout", "max_retries", "runs_dir", "masks", "keep_prob", "scorer",
-             "target", "noise_repeats", "min_effect", "faithfulness", "logprob_template", "seed",
-             "allow_insecure", "redact", "redact_patterns", "label", "tags")
-    options = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    options = {}
+    for option in OPTIONS:
+        if option.cli == "negate":
+            if getattr(args, option.cli_dest):
+                options[option.name] = not option.default
+        elif option.cli_flag is not None and getattr(args, option.name) is not None:
+            options[option.name] = getattr(args, option.name)
+    options.update({name: getattr(args, name) for name in ("runs_dir", "tags") if getattr(args, name) is not None})
     if args.target_range is not None:
         if args.target is not None:
             raise UsageError("give --target or --target-range, not both")
         options["target"] = _character_range(args.target_range)
-    if price:
-        options["price"] = price
-    if args.no_cache:
-        options["cache"] = False
+    if args.price_in is not None or args.price_out is not None:
+        # a plain dict: AttributionConfig.build validates it, so -1 or nan is a UsageError, not a traceback
+        price = {"input": args.price_in or 0.0, "output": args.price_out}
+        options["price"] = {k: v for k, v in price.items() if v is not None}  # no --price-out: Price's default
     return options
+
+
+def resume_options(args: argparse.Namespace) -> dict:
+    """argparse namespace of `resume`/`rerun` → the options given (the rest stay the run's own)."""
+    names = ("runs_dir", *(o.name for o in OPTIONS if o.on_resume))
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
 
 
 def _character_range(text: str) -> tuple[int, int]:
@@ -254,8 +269,7 @@ def _cmd_run(args) -> int:
 
 def _cmd_stored(args) -> int:
     """resume (finish a stopped run in place) or rerun (repeat it as a new run)."""
-    names = ("runs_dir", "base_url", "budget", "concurrency", "rpm", "timeout", "cache")
-    options = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    options = resume_options(args)
     doing = "resuming" if args.command == "resume" else "re-running"
     print(f"{doing} run {safe_terminal_text(args.run_id)}", file=sys.stderr)
     return _attribute_and_print(args, None, **{args.command: args.run_id}, **options)
@@ -280,7 +294,7 @@ def _attribute_and_print(args, prompt: str | None, **options) -> int:
     print_result(result, as_json=args.json, color=color, top=args.top)
     if result.reproduction is not None:
         print(result.reproduction, file=sys.stderr if args.json else sys.stdout)
-    if result.status == "aborted" and "budget" in (result.record.reason or ""):
+    if result.status == "aborted" and result.record.stopped_by == "budget":
         return 3
     return {"finished": 0}.get(result.status, 1)
 

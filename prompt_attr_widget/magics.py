@@ -95,7 +95,8 @@ class AttributeMagics(Magics):
             _fail("the cell is empty: write the prompt to attribute below the %%attribute line")
         try:
             options = run_options(args)
-            config = AttributionConfig.build(**{k: v for k, v in options.items() if k != "runs_dir"})
+            # runs_dir and tags are attribute()'s own arguments, not options of the config
+            config = AttributionConfig.build(**{k: v for k, v in options.items() if k in AttributionConfig.model_fields})
             segment(prompt, config.segment, window_tokens=config.window_tokens)
             backend = resolve_backend(config)
         except PromptAttrError as exc:

@@ -1,92 +1,48 @@
 """Run configuration: one validated pydantic model shared by the API, CLI and magics.
 
 Keeping every option in one place means the run file records exactly what
-was asked for, and that the three front ends cannot drift apart.
+was asked for, and that the three front ends cannot drift apart. The fields
+of `AttributionConfig` come from the table in core/options.py; the rules
+between and within them (the validators) are written here.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from .errors import UsageError
+from .options import OPTIONS, Faithfulness, Method, Option, Price, Scorer, SegmentLevel
 
-SegmentLevel = Literal["auto", "heading", "paragraph", "sentence", "line", "tokens"]
-Method = Literal["hierarchical", "loo", "surrogate"]
-Scorer = Literal["auto", "logprob", "embedding"]
-Faithfulness = Literal["off", "cheap", "full"]
+__all__ = ["AttributionConfig", "Faithfulness", "Method", "Price", "Scorer", "SegmentLevel", "cache_dir",
+           "config_model", "runs_dir"]
 
 DEFAULT_RUNS_DIR = "runs"
 
 
-class Price(BaseModel):
-    """USD per one million tokens."""
-
-    model_config = ConfigDict(frozen=True)
-
-    input: float = Field(ge=0)
-    output: float = Field(default=0.0, ge=0)
-
-
-class AttributionConfig(BaseModel):
-    """Everything that decides what a run computes (and nothing secret).
-
-    The API key is deliberately absent: backends read it from the
-    environment or take it as a separate argument, so it can never be
-    serialised into a run file or a cache key.
-    """
+class _Rules(BaseModel):
+    """The validators and constructors of `AttributionConfig`; its fields come from the table."""
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str = "local"
-    base_url: str | None = None
-    embed_model: str | None = None
-    system: str | None = None
-    segment: SegmentLevel = "auto"
-    window_tokens: int = Field(default=40, ge=1, le=10_000)
-    spans: list[tuple[int, int]] | None = None
-    method: Method = "hierarchical"
-    scorer: Scorer = "auto"
-    target: str | tuple[int, int] | None = None
-    masks: int = Field(default=32, ge=4, le=4096)
-    keep_prob: float = Field(default=0.5, gt=0, lt=1)
-    noise_repeats: int | None = Field(default=None, ge=1, le=20)
-    min_effect: float | None = Field(default=None, ge=0)
-    faithfulness: Faithfulness = "cheap"
-    heldout_masks: int = Field(default=16, ge=4, le=1024)
-    logprob_template: Literal["chatml", "plain"] = "chatml"
-    group_fraction: float = Field(default=0.2, gt=0, le=1)
-    refine_threshold: float = Field(default=0.85, gt=0, le=1)
-    max_tokens: int = Field(default=128, ge=1, le=32_768)
-    temperature: float = Field(default=0.0, ge=0, le=2)
-    seed: int = 42
-    concurrency: int = Field(default=20, ge=1, le=1000)
-    rpm: float | None = Field(default=None, gt=0)
-    timeout: float = Field(default=60.0, gt=0)
-    # 4, not the SDK's 2: one failed call fails a run of hundreds, and with backoff
-    # 0.5, 1, 2, 4 s (or the server's Retry-After) 4 retries ride out a ~8 s 5xx/429
-    # storm, where 2 give up after ~1.5 s. Broken 200 answers get as many (backends/openai.py).
-    max_retries: int = Field(default=4, ge=0, le=20)
-    budget: float | None = Field(default=None, ge=0)
-    price: Price | None = None
-    embed_price: Price | None = None
-    cache: bool = True
-    label: str | None = None
-    allow_insecure: bool = False  # plain http to a host that is not this machine
-    redact: bool = False  # mask secrets in the stored run; the model still gets the real prompt
-    redact_patterns: list[str] | dict[str, str] | None = None  # extra regexes (name → regex)
-
-    @field_validator("model")
+    @field_validator("model", check_fields=False)
     @classmethod
     def _model_not_blank(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("model must not be empty; use 'local' for the embedded model")
         return value.strip()
 
-    @field_validator("target")
+    @field_validator("target", check_fields=False)
     @classmethod
     def _target_usable(cls, value):
         if isinstance(value, str) and not value.strip():
@@ -95,7 +51,7 @@ class AttributionConfig(BaseModel):
             raise ValueError(f"target range {value} must have 0 <= start < end")
         return value
 
-    @field_validator("model", "base_url", "embed_model", "system", "target", "label")
+    @field_validator("model", "base_url", "embed_model", "system", "target", "label", check_fields=False)
     @classmethod
     def _valid_unicode(cls, value):
         """A lone surrogate cannot be sent or saved: refuse it before a run folder exists."""
@@ -106,7 +62,7 @@ class AttributionConfig(BaseModel):
                 raise ValueError(f"holds a lone surrogate at character {exc.start}, which is not valid Unicode text") from None
         return value
 
-    @field_validator("redact_patterns")
+    @field_validator("redact_patterns", check_fields=False)
     @classmethod
     def _patterns_compile(cls, value):
         from .secrets import compile_patterns
@@ -116,15 +72,13 @@ class AttributionConfig(BaseModel):
 
     @model_validator(mode="after")
     def _patterns_need_redact(self):
-        if self.redact_patterns and not self.redact:
+        if getattr(self, "redact_patterns", None) and not getattr(self, "redact", False):
             raise ValueError("redact_patterns only apply with redact=True (--redact)")
         return self
 
     @classmethod
     def build(cls, **options) -> AttributionConfig:
         """Validate options, turning pydantic's report into one readable UsageError."""
-        from pydantic import ValidationError
-
         try:
             return cls(**{k: v for k, v in options.items() if v is not None})
         except ValidationError as exc:
@@ -133,6 +87,65 @@ class AttributionConfig(BaseModel):
                 for err in exc.errors()
             )
             raise UsageError(f"invalid option: {problems}") from None
+
+    @classmethod
+    def from_stored(cls, config: Mapping, problems: dict[str, str] | None = None) -> AttributionConfig:
+        """A stored run's config as validated options; never raises.
+
+        An option the run lacks (it was written before the option existed),
+        or stored as None, gets the table's default; keys no option has
+        (an option since removed) are ignored; a stored value that does not
+        validate (an edited run.json) is read as the default too, and
+        `problems`, if given, gets "name: why" for it.
+        """
+        kept = {k: v for k, v in config.items() if k in cls.model_fields and v is not None}
+        while True:
+            try:
+                return cls.model_validate(kept)
+            except ValidationError as exc:
+                bad = _blame(cls, kept, exc.errors())
+                for name, why in bad.items():
+                    kept.pop(name)
+                    if problems is not None:
+                        problems.setdefault(name, why)
+
+
+def _blame(cls, kept: dict, errors: Iterable[dict]) -> dict[str, str]:
+    """The stored options behind validation errors; a rule between options blames whichever fails alone."""
+    bad = {}
+    for err in errors:
+        if err["loc"] and err["loc"][0] in kept:
+            bad.setdefault(err["loc"][0], f"{'.'.join(map(str, err['loc']))}: {err['msg']}")
+    if bad:
+        return bad
+    for name, value in kept.items():
+        try:
+            cls.model_validate({name: value})
+        except ValidationError as exc:
+            bad[name] = f"{name}: {exc.errors()[0]['msg']}"
+    return bad or dict.fromkeys(kept, "options: do not validate together")
+
+
+def config_model(options: Iterable[Option] = OPTIONS, name: str = "AttributionConfig") -> type[_Rules]:
+    """The pydantic model of a table of options, with the validators above."""
+    return create_model(
+        name,
+        __base__=_Rules,
+        __module__=__name__,
+        __doc__=_DOC,
+        **{o.name: (o.type, o.field()) for o in options},
+    )
+
+
+_DOC = """Everything that decides what a run computes (and nothing secret).
+
+    The API key is deliberately absent: backends read it from the
+    environment or take it as a separate argument, so it can never be
+    serialised into a run file or a cache key. The fields are the table
+    `core.options.OPTIONS`.
+    """
+
+AttributionConfig = config_model()
 
 
 def runs_dir(explicit: str | os.PathLike | None = None) -> Path:

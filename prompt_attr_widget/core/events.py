@@ -18,6 +18,7 @@ from .schema import (
     RunRecord,
     SpanScore,
     Spend,
+    StoppedBy,
     SurrogateFit,
     Target,
 )
@@ -85,6 +86,7 @@ class RunFinished(BaseModel):
 class RunAborted(BaseModel):
     type: Literal["run_aborted"] = "run_aborted"
     reason: str
+    stopped_by: StoppedBy | None = None  # "budget": the next call could have passed it
     spend: Spend
     timings_ms: dict[str, float] = Field(default_factory=dict)
 

@@ -31,7 +31,7 @@ def apply_event(record: RunRecord | None, event) -> RunRecord | None:
     if record is None:
         return None
     if isinstance(event, RunResumed):
-        record.status, record.reason, record.finished_at = "running", None, None
+        record.status, record.reason, record.stopped_by, record.finished_at = "running", None, None, None
         record.resumed_at.append(event.at)
     elif isinstance(event, BaselineDone):
         record.baseline, record.target = event.baseline, event.target
@@ -46,6 +46,7 @@ def apply_event(record: RunRecord | None, event) -> RunRecord | None:
     elif isinstance(event, (RunFinished, RunAborted, RunFailed)):
         record.status = {RunFinished: "finished", RunAborted: "aborted", RunFailed: "failed"}[type(event)]
         record.reason = getattr(event, "reason", None) or getattr(event, "error", None)
+        record.stopped_by = getattr(event, "stopped_by", None)
         record.spend = event.spend
         record.timings_ms = event.timings_ms
         record.finished_at = _now()

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer
+from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
 from .config import AttributionConfig
+from .options import REPLAYED
 
 SCHEMA_VERSION = 2  # 2 added scorer, target, noise floor, surrogate and faithfulness; 1 still loads
 Status = Literal["running", "finished", "aborted", "failed"]
+# What stopped an aborted run, when a rule did (not an interrupt): the budget.
+StoppedBy = Literal["budget"]
 # What an evaluation was for: only "attribution" evaluations feed the estimate.
 Purpose = Literal["attribution", "noise", "faithfulness", "heldout"]
 
@@ -153,13 +156,14 @@ class RunRecord(BaseModel):
     run_id: str
     status: Status = "running"
     reason: str | None = None
+    stopped_by: StoppedBy | None = None  # aborted by the budget; None in runs written before this field
     created_at: str
     finished_at: str | None = None
     library_version: str
     prompt: str
     system: str | None = None
     prompt_sha256: str
-    config: dict
+    config: dict  # AttributionConfig as stored (no credentials); read it through `settings`
     backend: BackendRecord
     spans: list[Span]
     projected_usd: float | None = None
@@ -181,6 +185,17 @@ class RunRecord(BaseModel):
     resumed_at: list[str] = Field(default_factory=list)  # when each resume began
     rerun_of: str | None = None  # the run this one repeated from its stored snapshot
 
+    @property
+    def settings(self) -> AttributionConfig:
+        """The stored config as typed options: what the run was asked for.
+
+        An option a run written before it existed lacks reads as the table's
+        default (core/options.py); unknown keys are ignored; a stored value
+        that does not validate reads as the default too (`inconsistency`
+        reports those the views depend on).
+        """
+        return AttributionConfig.from_stored(self.config)
+
     def ranked(self) -> list[SpanScore]:
         """The span scores, most influential first (see `rank`)."""
         return rank(self.attribution)
@@ -190,10 +205,6 @@ def rank(scores):
     """Scored spans (anything with .score and .index), most influential first; ties: the
     earlier span first. The one ranking every view, summary and check uses."""
     return sorted(scores, key=lambda s: (-s.score, s.index))
-
-
-# The stored options that replaying a run reads (notes, estimates): checked as the config checks them.
-_REPLAYED_OPTIONS = ("method", "group_fraction", "refine_threshold", "masks", "keep_prob", "seed")
 
 
 def inconsistency(record: RunRecord) -> str | None:
@@ -211,9 +222,10 @@ def inconsistency(record: RunRecord) -> str | None:
     for s in record.attribution:
         if not 0 <= s.index < n:
             return f"a score names span {s.index}, but the run has {n}"
-    try:
-        AttributionConfig.model_validate({k: record.config[k] for k in _REPLAYED_OPTIONS if k in record.config})
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        return f"config {'.'.join(map(str, err['loc']))}: {err['msg']}"
+    # The stored options that replaying a run reads (notes, estimates): checked as the config checks them.
+    problems: dict[str, str] = {}
+    AttributionConfig.from_stored(record.config, problems)
+    for name in REPLAYED:
+        if name in problems:
+            return f"config {problems[name]}"
     return None

@@ -87,10 +87,13 @@ class Redactor:
             self._learn(getattr(record, name), found[name])
         prompt, system = mask(record.prompt, found["prompt"]), self.text(record.system)
         spans = [s.model_copy(update={"text": prompt[s.start : s.end]}) for s in record.spans]
-        config = {**record.config, "system": system, "target": self._option(record.config.get("target")),
-                  "label": self.text(record.config.get("label")),
-                  # a user's pattern may be a secret written out: keep only its name
-                  "redact_patterns": list(user_patterns(self.config.redact_patterns)) or None}
+        stored = record.settings
+        masked = stored.model_copy(update={
+            "system": system, "target": self._option(stored.target), "label": self.text(stored.label),
+            # a user's pattern may be a secret written out: keep only its name
+            "redact_patterns": list(user_patterns(self.config.redact_patterns)) or None,
+        })
+        config = {**record.config, **masked.model_dump(mode="json", include={"system", "target", "label", "redact_patterns"})}
         return record.model_copy(update={
             "prompt": prompt, "system": system, "spans": spans, "config": config,
             "prompt_sha256": prompt_sha256(prompt, self.config.model_copy(update={"system": system}), spans),

@@ -495,7 +495,7 @@ async def run_events(
     except BudgetExhausted as exc:
         if run.evaluated:  # the attribution of what was paid for, not an empty heat-map
             yield run.estimate(max(ev.round for ev in run.evaluated.values()))
-        yield RunAborted(reason=str(exc), spend=run.spend(), timings_ms=run.total_timings())
+        yield RunAborted(reason=str(exc), stopped_by="budget", spend=run.spend(), timings_ms=run.total_timings())
         return
     except PromptAttrError as exc:
         yield RunFailed(error=str(exc), spend=run.spend(), timings_ms=run.total_timings())
@@ -530,13 +530,10 @@ async def score_deletions(
 
 def estimate_record(record: RunRecord) -> Estimate:
     """The estimate of a stored run's attribution evaluations (for runs stopped mid-pass)."""
-    c = record.config
-    method, n = c.get("method", "hierarchical"), len(record.spans)
-    masks = random_masks(n, c["masks"], c["keep_prob"], c["seed"]) if method == "surrogate" else None
-    scores, fit = estimate(
-        method, n, record.evaluations, record.noise, masks=masks,
-        keep_prob=c.get("keep_prob", 0.5), seed=c.get("seed", 42),
-    )
+    c = record.settings
+    method, n = c.method, len(record.spans)
+    masks = random_masks(n, c.masks, c.keep_prob, c.seed) if method == "surrogate" else None
+    scores, fit = estimate(method, n, record.evaluations, record.noise, masks=masks, keep_prob=c.keep_prob, seed=c.seed)
     rounds = [e.round for e in record.evaluations if e.purpose == "attribution"]
     return Estimate(round=max(rounds, default=0), attribution=scores, surrogate=fit)
 

@@ -305,7 +305,7 @@ def summarise(record: RunRecord) -> RunSummary:
         spend_usd=record.spend.usd,
         top_span=" ".join(top_text.split())[:60],
         prompt_sha256=record.prompt_sha256,
-        label=record.config.get("label"),
+        label=record.settings.label,
     )
 
 

@@ -14,12 +14,13 @@ import html
 import json
 from dataclasses import asdict, dataclass, field
 
+from ..core import options
 from ..core.schema import RunRecord
 from ..core.text import safe_terminal_text, usd
 from ..stages.align import AlignedSpan, align_spans, changes, word_diff
 
-# Config keys that never change what a run computes (how it ran, where it was saved).
-OPERATIONAL = frozenset({"concurrency", "rpm", "timeout", "max_retries", "budget", "cache", "label", "allow_insecure"})
+# Config keys that never change what a run computes (how it ran, what it is called): from the options table.
+OPERATIONAL = frozenset(options.OPERATIONAL)
 
 
 
@@ -129,7 +130,7 @@ def compare_records(a: RunRecord, b: RunRecord) -> Comparison:
         baseline_a=a.baseline.output if a.baseline else None,
         baseline_b=b.baseline.output if b.baseline else None,
         baseline_diff=word_diff(a.baseline.output if a.baseline else "", b.baseline.output if b.baseline else ""),
-        config_changes=changes(_computing(a.config), _computing(b.config)),
+        config_changes=changes(_computing(a), _computing(b)),
         model_changes=changes(_model(a), _model(b)),
         spend_usd=(a.spend.usd, b.spend.usd),
         calls=(a.spend.calls, b.spend.calls),
@@ -145,8 +146,9 @@ def compare_records(a: RunRecord, b: RunRecord) -> Comparison:
 
 
 
-def _computing(config: dict) -> dict:
-    return {k: v for k, v in config.items() if k not in OPERATIONAL}
+def _computing(record: RunRecord) -> dict:
+    """The options that decide what a run computes (an older run's missing ones at their defaults)."""
+    return record.settings.model_dump(mode="json", exclude=OPERATIONAL)
 
 
 def _model(record: RunRecord) -> dict:

@@ -68,7 +68,7 @@ class Attribution:
 
     @property
     def method(self) -> str:
-        return self.record.config.get("method", "hierarchical")
+        return self.record.settings.method
 
     @property
     def scorer(self) -> str:

@@ -60,17 +60,17 @@ def signal(s: SpanScore) -> str:
 
 def run_notes(record: RunRecord) -> list[str]:
     """How the run measured and how sure it is, one short sentence each."""
-    c = record.config
-    method = c.get("method", "hierarchical")
+    c = record.settings
+    method = c.method
     fit = record.surrogate
     if method == "surrogate" and fit:
         r2 = "n/a" if fit.r2 is None else f"{fit.r2:.2f}"
         notes = [f"estimator: surrogate (LASSO on {fit.masks} random masks, R² {r2}, ± = bootstrap s.e.)"]
-    elif method == "loo" or len(record.spans) <= 2 / c.get("group_fraction", 0.2):
+    elif method == "loo" or len(record.spans) <= 2 / c.group_fraction:
         few = "" if method == "loo" else " (too few spans for hierarchical passes)"
         notes = [f"estimator: leave-one-out{few}"]
     else:
-        notes = [f"estimator: hierarchical (refine threshold {c.get('refine_threshold', 0.85):g})"]
+        notes = [f"estimator: hierarchical (refine threshold {c.refine_threshold:g})"]
     target = f" of the target {record.target.text!r}" if record.target else ""
     notes.append(f"score: {record.score_unit}{target}")
     if record.noise:

@@ -126,7 +126,7 @@ class AttributionWidget(anywidget.AnyWidget):
     def _note_evaluation(self, event: Evaluated) -> None:
         ev = event.evaluation
         self._pending_outputs.append([ev.id, ev.output])
-        if ev.purpose != "attribution" or self.record.config.get("method") == "surrogate":
+        if ev.purpose != "attribution" or self.record.settings.method == "surrogate":
             return  # one random mask says nothing about one span: wait for the next fit
         size = len(ev.dropped)
         for i in ev.dropped:  # the smallest group measured so far speaks for a span
@@ -190,7 +190,7 @@ class AttributionWidget(anywidget.AnyWidget):
         self.header = {
             "run_id": r.run_id,
             "model": r.backend.model,
-            "method": r.config.get("method", ""),
+            "method": r.settings.method,
             "status": r.status,
             "reason": r.reason,
             "can_stop": self._task is not None,

@@ -78,6 +78,15 @@ def test_options_reach_the_run(shell, runs_dir):
     assert r.baseline == "Brief You Tutor"  # the system message is sent too; max 3 words
 
 
+def test_tag_and_runs_dir_reach_the_run(shell, tmp_path):
+    # --tag was passed to the config, which has no such option: "invalid option: tags"
+    folder = tmp_path / "tagged"
+    run_ok(shell, f"%%attribute --model fake --tag baseline --label v2 --runs-dir {folder} --out r\n{PROMPT}")
+    r = shell.user_ns["r"]
+    assert r.status == "finished" and r.record.config["label"] == "v2"
+    assert [(s.run_id, s.tags) for s in prompt_attr.list_runs(folder)] == [(r.run_id, ["baseline"])]
+
+
 def test_target_and_surrogate_options(shell, runs_dir):
     run_ok(shell, f"%%attribute --model fake:logprob --segment line --method surrogate --masks 16 --target 'Paris' --out r\n{PROMPT}")
     r = shell.user_ns["r"]
