@@ -111,6 +111,13 @@ def test_word_diff_and_alignment_edges():
     assert word_diff("a b c", "a x c") == [("equal", "a"), ("delete", "b"), ("insert", "x"), ("equal", "c")]
     assert word_diff("", "new words") == [("insert", "new words")]
     assert word_diff("same", "same") == [("equal", "same")]
+    # with spacing, the pieces keep their whitespace: the equal and insert ones join to B exactly
+    a, b = "Bonjour Paris est\nbelle", "  Bonjour est\n\nbelle !"
+    spaced = word_diff(a, b, spacing=True)
+    assert spaced == [("equal", "  Bonjour "), ("delete", "Paris "), ("equal", "est\n\nbelle "), ("insert", "!")]
+    assert [op for op, _ in spaced] == [op for op, _ in word_diff(a, b)]  # the same diff
+    for x, y in [(a, b), ("x", "   "), ("a b", ""), ("", ""), ("a  b\tc", "a  b\tc"), ("", " new\nwords ")]:
+        assert "".join(t for op, t in word_diff(x, y, spacing=True) if op != "delete") == y
 
 
 def test_alignment_of_runs_with_no_scores(runs_dir):
