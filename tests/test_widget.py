@@ -461,7 +461,7 @@ def test_front_end_holds_no_scoring_rule():
     """The JavaScript applies what Python sends: no colour formula, scale top, noise rule,
     ranking, diff or money format of its own (they live in views/scale.py, stages/align.py
     and core/text.py)."""
-    for name in ("widget.js",):
+    for name in ("widget.js", "compare.js"):
         code = re.sub(r"^\s*//.*$", "", (JS / name).read_text("utf-8"), flags=re.M)  # code, not comments
         for rule in ("0.62", "0.08", "220", "noise_floor", ".sort(", "wordDiff", "toFixed(4)", "toFixed(6)",
                      "spend_usd", "score / ", "<= floor"):

@@ -376,7 +376,8 @@ def _final_progress(record: RunRecord, last: dict | None = None) -> dict:
 
 class CompareWidget(anywidget.AnyWidget):
     """Two runs side by side (front-end in js/compare.js): aligned spans coloured by
-    their score in each run, the score deltas, the answer diff and what changed."""
+    their score in each run (one scale for both, noise uncoloured: Comparison.paints),
+    the score deltas, the answer diff and what changed."""
 
     _esm = _asset("compare.js")
     _css = _asset("widget.css")
@@ -399,9 +400,10 @@ class CompareWidget(anywidget.AnyWidget):
             self.header = {
                 "run_a": c.run_a, "run_b": c.run_b, "same_prompt": c.same_prompt, "same_answer": c.same_answer,
                 "comparable": c.comparable_scores, "unit_a": c.unit_a, "unit_b": c.unit_b,
-                "cost": c.cost_line(),
+                "cost": c.cost_line(), "legend": c.legend(),
             }
-            self.rows = [asdict(r) for r in c.spans]
+            self.rows = [asdict(r) | {"heat_a": ha, "muted_a": ma, "heat_b": hb, "muted_b": mb}
+                         for r, ((ha, ma), (hb, mb)) in zip(c.spans, c.paints(), strict=True)]
             self.answer = [list(op) for op in c.baseline_diff]
             self.changes = [[what, key, repr(a), repr(b)] for what, ch in (("config", c.config_changes),
                             ("model", c.model_changes)) for key, (a, b) in ch.items()]
