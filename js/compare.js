@@ -1,11 +1,17 @@
 // prompt_attr comparison widget (anywidget ES module, no build step).
 //
 // Traits (set once; a comparison does not change):
-//   header  {run_a, run_b, same_prompt, same_answer, comparable, unit_a, unit_b, cost}
-//   rows    [{status, text_a, text_b, score_a, score_b, delta}]  spans aligned by text
+//   header  {run_a, run_b, same_prompt, same_answer, comparable, unit_a, unit_b, cost,
+//            legend: {low, high, note, colours: [css, css]}}
+//   rows    [{status, text_a, text_b, score_a, score_b, delta, significant_a, significant_b,
+//             heat_a, heat_b, muted_a, muted_b}]  spans aligned by text, with what each side
+//            draws: its colour on the scale both runs share ("" for none) and whether it is
+//            below its run's noise floor (muted: uncoloured)
 //   answer  [[op, words]]  op: equal | delete | insert
 //   changes [[what, key, value_a, value_b]]  config and model differences
-// Texts are untrusted: they only reach the DOM through textContent.
+// Python decides the colours, the noise and the figures; this file applies them.
+// Texts are untrusted: they only reach the DOM through textContent, and a colour is
+// applied only if it is an rgba() of numbers, as Python writes them.
 
 const MARK = { same: "", changed: "~", added: "+", removed: "−" };
 
@@ -21,22 +27,34 @@ function num(v, signed) {
   return (signed && v > 0 ? "+" : "") + Number(v).toFixed(3);
 }
 
-function heat(score, top) {
-  if (score === null || score === undefined || !(top > 0) || score <= 0) return "";
-  return `rgba(220,38,38,${(0.08 + 0.62 * Math.min(1, score / top)).toFixed(3)})`;
+const COLOUR = /^rgba\(\d{1,3},\d{1,3},\d{1,3},(?:0|1|0?\.\d+)\)$/;
+
+function colour(css) {
+  return typeof css === "string" && COLOUR.test(css) ? css : "";
 }
 
-function cell(text, score, top) {
+function cell(text, score, heat, muted) {
   const td = el("td", "pa-cmp-text");
   if (text === null || text === undefined) return td;
   const span = el("span", "pa-span", text);
-  span.style.backgroundColor = heat(score, top);
+  span.style.backgroundColor = colour(heat);
+  span.classList.toggle("pa-muted", muted === true);
+  span.title = `score ${num(score)}${muted === true ? " (below noise floor)" : ""}`;
   td.appendChild(span);
   return td;
 }
 
+function legend(lg) {
+  const box = el("div", "pa-legend");
+  const scale = el("span", "pa-legend-scale");
+  const [from, to] = (lg.colours || []).map(colour);
+  scale.style.background = from && to ? `linear-gradient(to right, ${from}, ${to})` : "";
+  box.append(el("span", "pa-legend-label", lg.low || ""), scale, el("span", "pa-legend-label", lg.high || ""),
+    el("span", "pa-legend-note", lg.note || ""));
+  return box;
+}
+
 function table(rows) {
-  const top = Math.max(0, ...rows.flatMap((r) => [r.score_a || 0, r.score_b || 0]));
   const t = el("table", "pa-cmp-table");
   const head = el("tr");
   for (const h of ["", "A", "score", "B", "score", "Δ"]) head.appendChild(el("th", null, h));
@@ -46,9 +64,9 @@ function table(rows) {
     const tr = el("tr", `pa-cmp-row pa-cmp-${r.status}`);
     tr.title = r.status;
     tr.appendChild(el("td", "pa-cmp-mark", MARK[r.status] ?? "?"));
-    tr.appendChild(cell(r.text_a, r.score_a, top));
+    tr.appendChild(cell(r.text_a, r.score_a, r.heat_a, r.muted_a));
     tr.appendChild(el("td", "pa-cmp-num", r.text_a === null ? "" : num(r.score_a)));
-    tr.appendChild(cell(r.text_b, r.score_b, top));
+    tr.appendChild(cell(r.text_b, r.score_b, r.heat_b, r.muted_b));
     tr.appendChild(el("td", "pa-cmp-num", r.text_b === null ? "" : num(r.score_b)));
     tr.appendChild(el("td", "pa-cmp-num pa-cmp-delta", num(r.delta, true)));
     body.appendChild(tr);
@@ -76,6 +94,7 @@ function draw(model, root) {
   if (h.comparable === false) {
     root.appendChild(el("div", "pa-reason", `scores not comparable: A in ${h.unit_a}, B in ${h.unit_b} (no deltas)`));
   }
+  if (h.legend) root.appendChild(legend(h.legend));
   root.appendChild(table(model.get("rows") || []));
   root.appendChild(el("div", "pa-h2", "answer, A to B"));
   root.appendChild(answer(model.get("answer") || []));

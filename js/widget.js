@@ -7,18 +7,31 @@
 //   resolved   [bool]         false: share of a group the pass did not refine
 //   evals      [int|null]     evaluation id that scored each span
 //   stderr     [number|null]  surrogate runs: bootstrap standard error per span
-//   significant [bool|null]   above the noise floor (null: not assessed yet)
-//   outputs    {id: text}     ablated answers by evaluation id (checkpoint)
-//   delta      {seq, scores: [[i, s, resolved, evalId]], outputs: [[id, text]]}
-//              what changed since the last checkpoint (live runs only)
-//   progress   {done, planned, calls, cache_hits, spend_usd, elapsed_s, eta_s}
+//   significant [bool|null]   the run's verdict: above the noise floor (null: not assessed)
+//   heat       [css]          each span's background colour ("" for none)
+//   muted      [bool]         below the noise floor: uncoloured, and labelled so
+//   ranking    [int]          the top spans' indices, best first
+//   scale      {top, low, high, note, colours: [css, css]}  the legend
+//   outputs    {id: [[op, text]]|null}  ablated answers by evaluation id, as a word diff
+//              against the baseline (op: equal | delete | insert; the equal and insert
+//              pieces join to the answer; null: not regenerated)  (checkpoint)
+//   delta      {seq, scores: [[i, s, resolved, evalId, css, muted]], outputs: [[id, diff]],
+//               ranking?, heat?, muted?}  what changed since the last checkpoint (live runs;
+//              heat and muted come whole when every colour changed)
+//   progress   {done, planned, calls, cache_hits, spend, elapsed_s, eta_s}  spend: text
 //   header     {run_id, model, method, status, reason, noise_floor, scorer, unit,
 //               target, notes: [text]}  notes say how sure the run is
 //   baseline   text
 //   stop_requested  bool, set by the Stop button
-// Prompt and answers are untrusted: they only ever reach the DOM as text.
+// Python decides what is drawn (colours, noise, ranking, diffs, figures); this file
+// applies it. Prompt and answers are untrusted: they only ever reach the DOM as text,
+// and a colour is applied only if it is an rgba() of numbers, as Python writes them.
 
-const HEAT = [220, 38, 38];
+const COLOUR = /^rgba\(\d{1,3},\d{1,3},\d{1,3},(?:0|1|0?\.\d+)\)$/;
+
+function colour(css) {
+  return typeof css === "string" && COLOUR.test(css) ? css : "";
+}
 
 function el(tag, cls, text) {
   const node = document.createElement(tag);
@@ -31,45 +44,14 @@ function fmtScore(s) {
   return s === null || s === undefined ? "pending" : Number(s).toFixed(3);
 }
 
-function fmtUsd(v) {
-  if (v === null || v === undefined) return "unknown";
-  return v === 0 || v >= 0.01 ? `$${v.toFixed(4)}` : `$${v.toFixed(6)}`;
-}
-
 function fmtSeconds(s) {
   if (s === null || s === undefined) return "–";
   return s < 60 ? `${s.toFixed(1)} s` : `${Math.floor(s / 60)} min ${Math.round(s % 60)} s`;
 }
 
-// Word-level diff (LCS) of the ablated answer against the baseline.
-export function wordDiff(baseline, other) {
-  const a = (baseline || "").split(/(\s+)/).filter((w) => w.length);
-  const b = (other || "").split(/(\s+)/).filter((w) => w.length);
-  const n = a.length, m = b.length;
-  if (n * m > 4_000_000) return [["same", other || ""]];
-  const dp = Array.from({ length: n + 1 }, () => new Uint32Array(m + 1));
-  for (let i = n - 1; i >= 0; i--)
-    for (let j = m - 1; j >= 0; j--)
-      dp[i][j] = a[i] === b[j] ? dp[i + 1][j + 1] + 1 : Math.max(dp[i + 1][j], dp[i][j + 1]);
-  const out = [];
-  let i = 0, j = 0;
-  const push = (kind, w) => {
-    if (out.length && out[out.length - 1][0] === kind) out[out.length - 1][1] += w;
-    else out.push([kind, w]);
-  };
-  while (i < n && j < m) {
-    if (a[i] === b[j]) { push("same", a[i]); i++; j++; }
-    else if (dp[i + 1][j] >= dp[i][j + 1]) { push("del", a[i]); i++; }
-    else { push("add", b[j]); j++; }
-  }
-  while (i < n) push("del", a[i++]);
-  while (j < m) push("add", b[j++]);
-  return out;
-}
-
 function render({ model, el: root }) {
   root.classList.add("prompt-attr");
-  const state = { scores: [], resolved: [], evals: [], stderr: [], significant: [], outputs: {}, seq: -1, selected: null };
+  const state = { scores: [], resolved: [], evals: [], stderr: [], heat: [], muted: [], ranking: [], outputs: {}, selected: null };
 
   const status = el("div", "pa-status");
   const bar = el("div", "pa-bar");
@@ -89,6 +71,7 @@ function render({ model, el: root }) {
   const top = el("div", "pa-top");
   top.append(status, stop);
   const legend = el("div", "pa-legend");
+  const legendScale = el("span", "pa-legend-scale");
   const notes = el("ul", "pa-notes");
   const prompt = el("div", "pa-prompt");
   prompt.setAttribute("aria-label", "prompt heat-map");
@@ -104,17 +87,6 @@ function render({ model, el: root }) {
   root.append(top, bar, stats, legend, notes, body);
 
   let spanNodes = [];
-
-  function scaleMax() {
-    let mx = 0.05;
-    for (const s of state.scores) if (s !== null && s !== undefined && s > mx) mx = s;
-    return mx;
-  }
-
-  function noiseFloor() {
-    const h = model.get("header") || {};
-    return typeof h.noise_floor === "number" ? h.noise_floor : null;
-  }
 
   function buildPrompt() {
     prompt.replaceChildren();
@@ -137,15 +109,9 @@ function render({ model, el: root }) {
     if (tail) prompt.appendChild(document.createTextNode(tail));
   }
 
-  // Noise is never shown as signal: the run's verdict where it has one,
-  // else (a live score before the next estimate) the score against the floor.
+  // Noise is never shown as signal: Python flags it (views/scale.py) and sends no colour.
   function isNoise(i) {
-    const s = state.scores[i];
-    if (s === null || s === undefined) return false;
-    if (state.significant[i] === false) return true;
-    if (state.significant[i] === true) return false;
-    const floor = noiseFloor();
-    return state.resolved[i] !== false && floor !== null && s <= floor;
+    return state.muted[i] === true;
   }
 
   function fmtErr(i) {
@@ -154,15 +120,13 @@ function render({ model, el: root }) {
   }
 
   function paint() {
-    const mx = scaleMax();
-    const floor = noiseFloor();
     const h = model.get("header") || {};
+    const sc = model.get("scale") || {};
     spanNodes.forEach((node, i) => {
       const s = state.scores[i];
       const pending = s === null || s === undefined;
       const muted = isNoise(i);
-      const alpha = pending ? 0 : 0.08 + 0.62 * Math.min(1, Math.max(0, s / mx));
-      node.style.backgroundColor = pending ? "" : `rgba(${HEAT.join(",")},${alpha.toFixed(3)})`;
+      node.style.backgroundColor = pending ? "" : colour(state.heat[i]);
       node.classList.toggle("pa-pending", pending);
       node.classList.toggle("pa-muted", muted);
       node.classList.toggle("pa-unresolved", !pending && state.resolved[i] === false);
@@ -172,11 +136,13 @@ function render({ model, el: root }) {
       node.title = label;
       node.setAttribute("aria-label", label);
     });
+    const [from, to] = (sc.colours || []).map(colour);
+    legendScale.style.background = from && to ? `linear-gradient(to right, ${from}, ${to})` : "";
     legend.replaceChildren(
-      el("span", "pa-legend-label", "score 0"),
-      el("span", "pa-legend-scale"),
-      el("span", "pa-legend-label", `${mx.toFixed(3)}${h.unit ? " " + h.unit : ""}`),
-      el("span", "pa-legend-note", floor !== null ? ` · uncoloured: below noise floor ${floor.toFixed(3)}` : ""),
+      el("span", "pa-legend-label", sc.low || "score 0"),
+      legendScale,
+      el("span", "pa-legend-label", sc.high || ""),
+      el("span", "pa-legend-note", sc.note || ""),
     );
     notes.replaceChildren(...(h.notes || []).map((n) => el("li", null, n)));
     paintRanking();
@@ -184,12 +150,8 @@ function render({ model, el: root }) {
 
   function paintRanking() {
     const spans = model.get("spans") || [];
-    const ranked = state.scores
-      .map((s, i) => [s, i])
-      .filter(([s]) => s !== null && s !== undefined)
-      .sort((x, y) => y[0] - x[0] || x[1] - y[1])
-      .slice(0, 5);
-    ranking.replaceChildren(...ranked.map(([s, i]) => {
+    ranking.replaceChildren(...state.ranking.filter((i) => spans[i]).map((i) => {
+      const s = state.scores[i];
       const li = el("li", "pa-rank");
       const text = (spans[i] ? spans[i].text : "").replace(/\s+/g, " ");
       li.append(el("span", "pa-rank-score", fmtScore(s) + fmtErr(i)),
@@ -224,8 +186,9 @@ function render({ model, el: root }) {
       diff.textContent = s === null || s === undefined ? "not evaluated yet" :
         (h.method === "surrogate" ? "(a surrogate weight: no single answer without this span)" : "(answer not available)");
     } else {
-      for (const [kind, words] of wordDiff(model.get("baseline"), output)) {
-        diff.appendChild(el(kind === "same" ? "span" : kind === "add" ? "ins" : "del", `pa-diff-${kind}`, words));
+      for (const [op, words] of output) {
+        const [tag, cls] = op === "insert" ? ["ins", "add"] : op === "delete" ? ["del", "del"] : ["span", "same"];
+        diff.appendChild(el(tag, `pa-diff-${cls}`, words));
       }
     }
     const what = output === undefined || output === null ? "What deleting it measures" : "Answer without it (diff against the baseline)";
@@ -243,21 +206,26 @@ function render({ model, el: root }) {
     state.resolved = [...(model.get("resolved") || [])];
     state.evals = [...(model.get("evals") || [])];
     state.stderr = [...(model.get("stderr") || [])];
-    state.significant = [...(model.get("significant") || [])];
+    state.heat = [...(model.get("heat") || [])];
+    state.muted = [...(model.get("muted") || [])];
+    state.ranking = [...(model.get("ranking") || [])];
     state.outputs = { ...(model.get("outputs") || {}) };
     applyDelta();
   }
 
   function applyDelta() {
     const d = model.get("delta") || {};
-    if (!d.scores && !d.outputs) return;
-    for (const [i, s, resolved, evalId] of d.scores || []) {
+    if (d.heat) state.heat = [...d.heat];
+    if (d.muted) state.muted = [...d.muted];
+    if (d.ranking) state.ranking = [...d.ranking];
+    for (const [i, s, resolved, evalId, heat, muted] of d.scores || []) {
       state.scores[i] = s;
       state.resolved[i] = resolved;
       state.evals[i] = evalId;
-      state.significant[i] = null; // judged against the floor until the next estimate
+      state.heat[i] = heat;
+      state.muted[i] = muted;
     }
-    for (const [id, text] of d.outputs || []) state.outputs[id] = text;
+    for (const [id, diff] of d.outputs || []) state.outputs[id] = diff;
   }
 
   function paintStatus() {
@@ -275,7 +243,7 @@ function render({ model, el: root }) {
     bar.setAttribute("aria-valuemax", String(planned));
     bar.setAttribute("aria-valuenow", String(done));
     stats.textContent = `${done} / ${planned} evaluations · ${p.calls || 0} calls · ${p.cache_hits || 0} cache hits · ` +
-      `spend ${fmtUsd(p.spend_usd)} · ${fmtSeconds(p.elapsed_s)} elapsed` +
+      `spend ${p.spend || "–"} · ${fmtSeconds(p.elapsed_s)} elapsed` +
       (st === "running" ? ` · ETA ${fmtSeconds(p.eta_s)}` : "");
     stop.hidden = st !== "running" || !h.can_stop;
   }
@@ -289,17 +257,26 @@ function render({ model, el: root }) {
 
   const onSpans = () => { buildPrompt(); paint(); };
   const onCheckpoint = () => { loadCheckpoint(); paint(); if (state.selected !== null) showDetail(state.selected); };
-  const onDelta = () => { applyDelta(); paint(); if (state.selected !== null) showDetail(state.selected); };
+  // An empty delta comes with a checkpoint: the checkpoint's traits are the whole state again
+  // (even those equal to the previous checkpoint's, which sent no change of their own).
+  const onDelta = () => {
+    if ((model.get("delta") || {}).seq === undefined) loadCheckpoint(); else applyDelta();
+    paint();
+    if (state.selected !== null) showDetail(state.selected);
+  };
   const onBaseline = () => { baselineBox.textContent = model.get("baseline") || "…"; };
   const handlers = [
     ["change:spans", onSpans],
     ["change:scores", onCheckpoint],
-    ["change:significant", onCheckpoint],
+    ["change:heat", onCheckpoint],
+    ["change:muted", onCheckpoint],
+    ["change:ranking", onCheckpoint],
     ["change:outputs", onCheckpoint],
     ["change:delta", onDelta],
     ["change:baseline", onBaseline],
     ["change:progress", paintStatus],
     ["change:header", () => { paintStatus(); paint(); }],
+    ["change:scale", paint],
   ];
   for (const [name, fn] of handlers) model.on(name, fn);
   return () => { for (const [name, fn] of handlers) model.off(name, fn); };

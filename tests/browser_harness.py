@@ -113,6 +113,15 @@ READ_DETAIL_JS = """() => {
            diffText: diff ? diff.textContent : null, answer, hasDiffNodes: diff ? diff.children.length > 0 : false };
 }"""
 
+# Anything a payload could have planted: foreign elements, and any on* attribute anywhere.
+FOREIGN_JS = """(scope) => {
+  const root = document.querySelector(scope);
+  const tags = [...new Set([...root.querySelectorAll('*')].map((n) => n.tagName.toLowerCase()))];
+  const handlers = [...document.querySelectorAll('*')].flatMap((n) =>
+    [...n.attributes].filter((a) => a.name.startsWith('on')).map((a) => `${n.tagName}[${a.name}]`));
+  return { tags, handlers, pwned: typeof window.__pwned };
+}"""
+
 SPANS_JS = """() => [...document.querySelectorAll('#root .pa-span')].map((n) => ({
   index: Number(n.dataset.index), text: n.textContent, inline: n.style.backgroundColor,
   computed: getComputedStyle(n).backgroundColor, title: n.title, aria: n.getAttribute('aria-label'),

@@ -3,7 +3,10 @@
 Prompt engineering is iteration, so the question after an edit is "what did
 it change?". The alignment and the answer diff are stages/align.py; here
 they become a `Comparison` with config, model fingerprint, spend and
-latency differences, and its text, HTML and widget views. A re-run's
+latency differences, and its text, HTML and widget views. Both runs are
+coloured on one heat scale (views/scale.py) when they measure in one unit,
+so a colour means the same score on either side; spans below their run's
+noise floor stay uncoloured in every view. A re-run's
 `Reproduction` (did the answers match?) lives here too. Nothing here calls
 a model or reads the disk.
 """
@@ -18,6 +21,7 @@ from ..core import options
 from ..core.schema import RunRecord
 from ..core.text import safe_terminal_text, usd
 from ..stages.align import AlignedSpan, align_spans, changes, word_diff
+from .scale import heat_css, paint, scale_top
 
 # Config keys that never change what a run computes (how it ran, what it is called): from the options table.
 OPERATIONAL = frozenset(options.OPERATIONAL)
@@ -42,10 +46,35 @@ class Comparison:
     spend_usd: tuple[float | None, float | None] = (None, None)
     calls: tuple[int, int] = (0, 0)
     total_ms: tuple[float | None, float | None] = (None, None)
+    noise_floor: tuple[float | None, float | None] = (None, None)
 
     @property
     def same_answer(self) -> bool:
         return self.baseline_a == self.baseline_b
+
+    def scale_tops(self) -> tuple[float, float]:
+        """The heat scale's top for A and for B: one top shared by both runs when they
+        measure in one unit, else (units differ) each run's own."""
+        if self.comparable_scores:
+            top = scale_top(x for r in self.spans for x in (r.score_a, r.score_b))
+            return top, top
+        return scale_top(r.score_a for r in self.spans), scale_top(r.score_b for r in self.spans)
+
+    def paints(self) -> list[tuple[tuple[str, bool], tuple[str, bool]]]:
+        """Per aligned span, what A's and B's side draw: (CSS background, muted) from views/scale.py."""
+        top_a, top_b = self.scale_tops()
+        return [(paint(r.score_a, r.significant_a, top_a), paint(r.score_b, r.significant_b, top_b)) for r in self.spans]
+
+    def legend(self) -> dict:
+        """The heat legend: its texts and its two end colours."""
+        (top_a, top_b), unit = self.scale_tops(), self.unit_a
+        floors = [f"{side} {f:.3f}" for side, f in zip("AB", self.noise_floor, strict=True) if f is not None]
+        note = f"uncoloured: below the noise floor ({', '.join(floors)})" if floors else "no noise floor measured"
+        if self.comparable_scores:
+            high, scale = f"{top_a:.3f}{f' {unit}' if unit else ''}", "one scale for both runs"
+        else:
+            high, scale = f"A {top_a:.3f} {self.unit_a} · B {top_b:.3f} {self.unit_b}", "each run on its own scale"
+        return {"low": "score 0", "high": high, "note": f" · {scale}; {note}", "colours": [heat_css(0.0), heat_css(1.0)]}
 
     def cost_line(self, arrow: str = "→") -> str:
         """Spend, calls and time, A to B (the text report passes "->" for plain terminals)."""
@@ -135,6 +164,7 @@ def compare_records(a: RunRecord, b: RunRecord) -> Comparison:
         spend_usd=(a.spend.usd, b.spend.usd),
         calls=(a.spend.calls, b.spend.calls),
         total_ms=(a.timings_ms.get("total_ms"), b.timings_ms.get("total_ms")),
+        noise_floor=(a.noise.floor if a.noise else None, b.noise.floor if b.noise else None),
     )
 
 
@@ -244,6 +274,19 @@ def comparison_text(c: Comparison) -> str:
     return "\n".join(lines)
 
 
+def _heat_cell(text: str | None, score: float | None, drawn: tuple[str, bool]) -> str:
+    """One side's span text, on its heat colour; greyed and uncoloured below the noise floor."""
+    if text is None:
+        return "<td></td>"
+    css, muted = drawn
+    if muted:
+        style, cls, note = "color:#6b7280", "pa-span pa-noise", " (below the noise floor)"
+    else:
+        style, cls, note = (f"background:{css};border-radius:3px" if css else ""), "pa-span", ""
+    title = f"score {_num(score)}{note}"
+    return f'<td><span class="{cls}" style="{style}" title="{title}">{html.escape(text)}</span></td>'
+
+
 def comparison_html(c: Comparison) -> str:
     """Static HTML (notebook `_repr_html_` and reports); every prompt and answer text is escaped."""
     e = html.escape
@@ -251,10 +294,12 @@ def comparison_html(c: Comparison) -> str:
                "removed": "rgba(239,68,68,.2)"}
     rows = "".join(
         f'<tr class="pa-cmp-{r.status}" style="background:{colours[r.status]}"><td>{_MARK[r.status]}</td>'
-        f"<td>{e(r.text_a or '')}</td><td>{e(r.text_b or '')}</td><td>{_num(r.score_a)}</td>"
+        f"{_heat_cell(r.text_a, r.score_a, pa)}{_heat_cell(r.text_b, r.score_b, pb)}<td>{_num(r.score_a)}</td>"
         f"<td>{_num(r.score_b)}</td><td>{_num(r.delta, True)}</td></tr>"
-        for r in c.spans
+        for r, (pa, pb) in zip(c.spans, c.paints(), strict=True)
     )
+    lg = c.legend()
+    legend = f'<p style="color:#666">colour: {e(lg["low"])} (pale) to {e(lg["high"])} (dark red){e(lg["note"])}</p>'
     answer = "".join(
         f"<{tag}>{e(words)}</{tag}> " if tag else f"{e(words)} "
         for op, words in c.baseline_diff
@@ -269,7 +314,7 @@ def comparison_html(c: Comparison) -> str:
     return (
         f'<div class="pa-compare"><p><b>A</b> {e(c.run_a)} vs <b>B</b> {e(c.run_b)}: '
         f"{'same prompt' if c.same_prompt else 'prompts differ'}, "
-        f"{'same answer' if c.same_answer else 'answers differ'}</p>{note}"
+        f"{'same answer' if c.same_answer else 'answers differ'}</p>{note}{legend}"
         '<table><thead><tr><th></th><th>span in A</th><th>span in B</th><th>A</th><th>B</th><th>Δ</th></tr></thead>'
         f"<tbody>{rows}</tbody></table><p>Answer: {answer}</p><ul>{changes}</ul>"
         f"<p>{html.escape(c.cost_line())}</p></div>"

@@ -1,8 +1,9 @@
 """How a score is shown: the one heat scale, the noise rule, the ranking, the notes.
 
 Every view (static HTML, terminal, export, both widgets) takes its colours
-and its significance from here; the JavaScript receives the levels it
-draws instead of computing them, so no two views can disagree.
+and its significance from here; the JavaScript receives the CSS colours
+and the noise flags it draws (`paint`) and the legend's texts (`legend`)
+instead of computing them, so no two views can disagree.
 
 Noise is never shown as signal: a span whose score is not above the run's
 noise floor (`significant is False`) gets no heat colour anywhere, and
@@ -12,12 +13,14 @@ faithfulness check, so a reader knows how sure the run is.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 
-from ..core.schema import RunRecord, SpanScore
+from ..core.schema import RunRecord, SpanScore, rank
 
 HEAT_RGB = (220, 38, 38)  # the heat colour: red, from pale (low score) to strong (the run's top)
 MIN_TOP = 0.05  # the scale's top is at least this, so a run of tiny scores stays pale
+ROUND_STEPS = (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8)  # a live scale's top rises to one of these x 10^k
 
 
 def scale_max(record: RunRecord) -> float:
@@ -47,6 +50,48 @@ def heat_css(intensity: float | None) -> str:
     if intensity is None:
         return ""
     return f"rgba({','.join(map(str, HEAT_RGB))},{0.08 + 0.62 * intensity:.3f})"
+
+
+def paint(score: float | None, significant: bool | None, top: float) -> tuple[str, bool]:
+    """What a view draws for a span: its CSS background ('' for none) and whether it is
+    noise (muted: no colour, and labelled as below the floor)."""
+    return heat_css(level(score, significant, top)), significant is False
+
+
+def live_significant(score: float | None, resolved: bool, floor: float | None) -> bool | None:
+    """A live score before the run's next estimate: noise when a span measured on its own
+    scores no more than the floor (the rule stages/noise.py applies), else not assessed yet."""
+    if score is not None and resolved and floor is not None and score <= floor:
+        return False
+    return None
+
+
+def rising_top(top: float, highest: float | None) -> float:
+    """A live view's scale top once a score of `highest` is shown: kept while it covers the
+    score, else raised to the next round step above it (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8
+    x 10^k). A raise re-colours every span, so it must be rare: scores that keep climbing
+    raise it a few times per decade instead of once per evaluation, and the bytes a live
+    view is sent stay linear in the evaluations."""
+    if highest is None or not math.isfinite(highest) or highest <= top:
+        return top
+    exponent = math.floor(math.log10(highest))
+    return next(v for k in (exponent, exponent + 1) for m in ROUND_STEPS if (v := float(f"{m}e{k}")) >= highest)
+
+
+def top_indices(rows, k: int = 5) -> list[int]:
+    """The indices of the k most influential scored rows (anything with .score and .index), by `rank`."""
+    return [r.index for r in rank(r for r in rows if r.score is not None)[:k]]
+
+
+def legend(top: float, unit: str | None, floor: float | None) -> dict:
+    """The heat legend's texts and its two end colours, for the widgets."""
+    return {
+        "top": top,
+        "low": "score 0",
+        "high": f"{top:.3f}{f' {unit}' if unit else ''}",
+        "note": "" if floor is None else f" · uncoloured: below noise floor {floor:.3f}",
+        "colours": [heat_css(0.0), heat_css(1.0)],
+    }
 
 
 def plus_minus(s: SpanScore) -> str:

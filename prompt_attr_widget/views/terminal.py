@@ -10,7 +10,9 @@ from ..core.schema import RunRecord
 from ..core.text import one_line, safe_terminal_text
 from .scale import heat, run_notes, scale_max, signal
 
-_SHADES = (None, 224, 217, 210, 203, 196)  # xterm-256 backgrounds, pale to strong red
+# xterm-256 backgrounds, pale to strong red; a level of 0 (or a little more) is the palest
+# shade, not none, so the terminal colours exactly the spans every other view colours
+_SHADES = (224, 224, 217, 210, 203, 196)
 
 
 def heatmap_terminal(record: RunRecord, color: bool = True) -> str:

@@ -3,9 +3,19 @@
 The widget is an event sink: it folds engine events into its own copy of
 the run record and syncs traits to the browser at most ten times a second,
 inside `hold_sync()`. Live updates carry only what changed (`delta`); the
-full state (`scores`, `outputs`) is re-sent only at the end of each pass
-and of the run, so the bytes sent grow linearly with the evaluations. A
-view opened in the middle of a pass catches up at the pass's end.
+full state (`scores`, `heat`, `outputs`, ...) is re-sent only at the end of
+each pass and of the run, so the bytes sent grow linearly with the
+evaluations. A view opened in the middle of a pass catches up at the pass's
+end.
+
+Python decides everything the front-end draws: each span's heat colour and
+noise flag (views/scale.py, the rule every view uses), the ranking, the
+legend, each ablated answer's word diff against the baseline
+(stages/align.py), the spend as text (core/text.py). The JavaScript only
+applies them. A live score's colour is relative to the scale's top, so
+when a score above the top arrives every colour changes: the live top then
+rises to a round step (`rising_top`), which happens a few times per decade
+of scores, and only then does a delta carry every span's colour.
 
 Its mime bundle also carries a deterministic static `text/html` heat-map
 and a stable `text/plain` summary, for GitHub, nbconvert and nbval.
@@ -16,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -36,11 +47,24 @@ from ..core.events import (
 )
 from ..core.reducer import apply_event
 from ..core.schema import RunRecord
+from ..core.text import usd
+from ..stages.align import word_diff
 from .html import heatmap_html
 from .result import Attribution
-from .scale import run_notes
+from .scale import (
+    MIN_TOP,
+    legend,
+    live_significant,
+    paint,
+    rising_top,
+    run_notes,
+    scale_top,
+    top_indices,
+)
 
 FLUSH_INTERVAL_S = 0.1
+TOP_K = 5  # spans in the widget's ranking
+MAX_DIFF_WORDS_PRODUCT = 4_000_000  # longer answer pairs are shown undiffed
 
 
 def _asset(name: str) -> str:
@@ -50,6 +74,19 @@ def _asset(name: str) -> str:
     if source.is_file():
         return source.read_text("utf-8")
     return resources.files("prompt_attr_widget.static").joinpath(name).read_text("utf-8")
+
+
+@dataclass
+class _Shown:
+    """What the view shows for one span (the widget's mirror of the front-end's state)."""
+
+    index: int
+    score: float | None = None  # unrounded: colours come from the record's own figures
+    resolved: bool = False
+    evaluation: int | None = None
+    stderr: float | None = None
+    significant: bool | None = None  # the run's verdict (None: not assessed)
+    live: bool = False  # a live score, judged against the floor until the next estimate
 
 
 class AttributionWidget(anywidget.AnyWidget):
@@ -65,6 +102,10 @@ class AttributionWidget(anywidget.AnyWidget):
     evals = t.List().tag(sync=True)
     stderr = t.List().tag(sync=True)
     significant = t.List().tag(sync=True)
+    heat = t.List().tag(sync=True)
+    muted = t.List().tag(sync=True)
+    ranking = t.List().tag(sync=True)
+    scale = t.Dict().tag(sync=True)
     outputs = t.Dict().tag(sync=True)
     delta = t.Dict().tag(sync=True)
     progress = t.Dict().tag(sync=True)
@@ -83,6 +124,12 @@ class AttributionWidget(anywidget.AnyWidget):
         self._task: asyncio.Task | None = None
         self._group_size: list[int] = []
         self._header_dirty = False
+        self._shown: list[_Shown] = []
+        self._top = MIN_TOP
+        self._floor: float | None = None
+        self._restyle = False  # every span's colour changed (the floor arrived): the next delta sends all
+        self._ranking: list[int] = []
+        self._diffs: dict[int, list | None] = {}  # evaluation id: its answer's diff against the baseline
         if record is not None:
             self._load(record)
 
@@ -107,16 +154,19 @@ class AttributionWidget(anywidget.AnyWidget):
         """Fold one engine event in; called from the engine's thread or loop."""
         with self._lock:
             if isinstance(event, Progress):
-                self._pending_progress = event.model_dump()
+                self._pending_progress = {**event.model_dump(), "spend": usd(event.spend_usd)}
             else:
                 self.record = apply_event(self.record, event)
             if isinstance(event, RunStarted):
                 self._group_size = [len(self.record.spans) + 1] * len(self.record.spans)
                 self._live_scores = {}
+                self._diffs = {}
                 self._load(self.record)
                 return
             if isinstance(event, Evaluated):
                 self._note_evaluation(event)
+            if isinstance(event, NoiseMeasured):
+                self._floor, self._restyle = event.noise.floor, True  # live scores are judged against it
             if isinstance(event, (BaselineDone, NoiseMeasured, Estimate, FaithfulnessMeasured)):
                 self._header_dirty = True  # the floor, the target, the notes: sent with the next flush
             terminal = isinstance(event, (RunFinished, RunAborted, RunFailed))
@@ -125,7 +175,7 @@ class AttributionWidget(anywidget.AnyWidget):
 
     def _note_evaluation(self, event: Evaluated) -> None:
         ev = event.evaluation
-        self._pending_outputs.append([ev.id, ev.output])
+        self._pending_outputs.append([ev.id, self._diff(ev)])
         if ev.purpose != "attribution" or self.record.settings.method == "surrogate":
             return  # one random mask says nothing about one span: wait for the next fit
         size = len(ev.dropped)
@@ -154,34 +204,82 @@ class AttributionWidget(anywidget.AnyWidget):
                 self.progress = self._pending_progress
             self._pending_progress = None
 
+    def _diff(self, ev) -> list | None:
+        """An evaluation's answer as a word diff against the baseline; its equal and insert
+        pieces join to the answer exactly (None: a log-probability run regenerates none).
+        Computed once per evaluation; two very long answers are not diffed (the diff's
+        cost grows with the product of their lengths): the answer is sent as it is."""
+        if ev.id in self._diffs:
+            return self._diffs[ev.id]
+        base = self.record.baseline.output if self.record.baseline else None
+        if ev.output is None:
+            diff = None
+        elif base is not None and len(base.split()) * len(ev.output.split()) > MAX_DIFF_WORDS_PRODUCT:
+            diff = [["equal", ev.output]]
+        else:
+            diff = [list(op) for op in word_diff(base or "", ev.output, spacing=True)]
+        if base is not None:
+            self._diffs[ev.id] = diff
+        return diff
+
+    def _paint(self, row: _Shown) -> tuple[str, bool]:
+        significant = live_significant(row.score, row.resolved, self._floor) if row.live else row.significant
+        return paint(row.score, significant, self._top)
+
     def _send_delta(self, scores: list, outputs: list) -> None:
-        if scores or outputs:
+        entries = []
+        for i, score, resolved, eval_id in scores:
+            row = self._shown[i]
+            row.score, row.resolved, row.evaluation, row.stderr, row.live = score, resolved, eval_id, None, True
+            entries.append([i, round(score, 6), resolved, eval_id])
+        top = rising_top(self._top, max((self._shown[e[0]].score for e in entries), default=None))
+        restyle = (self._restyle or top != self._top) and bool(self._shown)  # (no spans yet: nothing to colour)
+        self._top, self._restyle = top, False
+        delta: dict = {}
+        if restyle:  # every colour changed: send them all (rare, see rising_top)
+            painted = [self._paint(row) for row in self._shown]
+            delta["heat"], delta["muted"] = [p[0] for p in painted], [p[1] for p in painted]
+            self.scale = legend(self._top, self.record.score_unit, self._floor)
+        for entry in entries:
+            entry.extend(self._paint(self._shown[entry[0]]))
+        ranking = top_indices(self._shown, TOP_K) if entries else self._ranking
+        if ranking != self._ranking:
+            self._ranking = delta["ranking"] = ranking
+        if entries or outputs or delta:
             self._seq += 1
-            self.delta = {"seq": self._seq, "scores": scores, "outputs": outputs}
+            self.delta = {"seq": self._seq, "scores": entries, "outputs": outputs, **delta}
 
     def _send_checkpoint(self, *, with_outputs: bool) -> None:
         r = self.record
         by_index = {s.index: s for s in r.attribution}
-        rows = []  # (score, resolved, evaluation id, stderr, significant) per span
+        rows = []
         for i in range(len(r.spans)):
             if i in by_index:
                 s = by_index[i]
                 err = None if s.stderr is None else round(s.stderr, 6)
-                rows.append((round(s.score, 6), s.resolved, s.evaluation, err, s.significant))
+                rows.append(_Shown(i, s.score, s.resolved, s.evaluation, err, s.significant))
             elif i in self._live_scores:
                 # not in the run's estimate yet (stopped before its first one):
                 # keep the live score the view already showed
                 _, score, resolved, eval_id = self._live_scores[i]
-                rows.append((round(score, 6), resolved, eval_id, None, None))
+                rows.append(_Shown(i, score, resolved, eval_id, live=True))
             else:
-                rows.append((None, False, None, None, None))
-        self.scores = [row[0] for row in rows]
-        self.resolved = [row[1] for row in rows]
-        self.evals = [row[2] for row in rows]
-        self.stderr = [row[3] for row in rows]
-        self.significant = [row[4] for row in rows]
+                rows.append(_Shown(i))
+        self._shown, self._restyle = rows, False
+        self._floor = r.noise.floor if r.noise else None
+        self._top = scale_top(row.score for row in rows)  # the run's own top, as every static view has it
+        painted = [self._paint(row) for row in rows]
+        self.scores = [None if row.score is None else round(row.score, 6) for row in rows]
+        self.resolved = [row.resolved for row in rows]
+        self.evals = [row.evaluation for row in rows]
+        self.stderr = [row.stderr for row in rows]
+        self.significant = [row.significant for row in rows]
+        self.heat = [p[0] for p in painted]
+        self.muted = [p[1] for p in painted]
+        self._ranking = self.ranking = top_indices(rows, TOP_K)
+        self.scale = legend(self._top, r.score_unit, self._floor)
         if with_outputs:
-            self.outputs = {str(e.id): e.output for e in r.evaluations}
+            self.outputs = {str(e.id): self._diff(e) for e in r.evaluations}
         self.delta = {}
 
     def _send_header(self) -> None:
@@ -270,6 +368,7 @@ def _final_progress(record: RunRecord, last: dict | None = None) -> dict:
         "calls": spend.calls,
         "cache_hits": spend.cache_hits,
         "spend_usd": spend.usd,
+        "spend": usd(spend.usd),  # what the view shows: formatted here, as everywhere
         "elapsed_s": round(elapsed / 1000, 3) if elapsed is not None else (last or {}).get("elapsed_s", 0),
         "eta_s": None,
     }
@@ -277,7 +376,8 @@ def _final_progress(record: RunRecord, last: dict | None = None) -> dict:
 
 class CompareWidget(anywidget.AnyWidget):
     """Two runs side by side (front-end in js/compare.js): aligned spans coloured by
-    their score in each run, the score deltas, the answer diff and what changed."""
+    their score in each run (one scale for both, noise uncoloured: Comparison.paints),
+    the score deltas, the answer diff and what changed."""
 
     _esm = _asset("compare.js")
     _css = _asset("widget.css")
@@ -300,9 +400,10 @@ class CompareWidget(anywidget.AnyWidget):
             self.header = {
                 "run_a": c.run_a, "run_b": c.run_b, "same_prompt": c.same_prompt, "same_answer": c.same_answer,
                 "comparable": c.comparable_scores, "unit_a": c.unit_a, "unit_b": c.unit_b,
-                "cost": c.cost_line(),
+                "cost": c.cost_line(), "legend": c.legend(),
             }
-            self.rows = [asdict(r) for r in c.spans]
+            self.rows = [asdict(r) | {"heat_a": ha, "muted_a": ma, "heat_b": hb, "muted_b": mb}
+                         for r, ((ha, ma), (hb, mb)) in zip(c.spans, c.paints(), strict=True)]
             self.answer = [list(op) for op in c.baseline_diff]
             self.changes = [[what, key, repr(a), repr(b)] for what, ch in (("config", c.config_changes),
                             ("model", c.model_changes)) for key, (a, b) in ch.items()]

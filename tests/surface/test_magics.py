@@ -21,6 +21,13 @@ import prompt_attr
 from prompt_attr import Attribution
 from prompt_attr_widget.views.widget import AttributionWidget
 
+
+def answers(outputs: dict) -> dict:
+    """The ablated answers in a widget's `outputs`: word diffs against the baseline whose
+    equal and insert pieces join to the answer."""
+    return {k: None if ops is None else "".join(text for op, text in ops if op != "delete") for k, ops in outputs.items()}
+
+
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 PROMPT = "You are a Tutor for Paris trips. <script>alert(1)</script> it is calm.\nAlways Answer In French.\nWhat is the Capital of France?"
@@ -165,7 +172,7 @@ def test_runs_and_show(shell, runs_dir):
         assert isinstance(w, AttributionWidget)
         assert w.scores == [round(s.score, 6) for s in r.spans]
         assert w.header["run_id"] == r.run_id and w.header["status"] == "finished"
-        assert w.outputs == {str(e.id): e.output for e in r.record.evaluations}
+        assert answers(w.outputs) == {str(e.id): e.output for e in r.record.evaluations}
     w = shell.run_line_magic("attribute_show", f"{r.run_id} {runs_dir}")
     assert w.header["run_id"] == r.run_id
 
@@ -254,7 +261,7 @@ def check_attribute_notebook(nb, runs):
     s = state["state"]
     assert s["scores"] == [round(x.score, 6) for x in run.spans]
     assert s["resolved"] == [x.resolved for x in run.spans]
-    assert s["outputs"] == {str(e.id): e.output for e in run.record.evaluations}
+    assert answers(s["outputs"]) == {str(e.id): e.output for e in run.record.evaluations}
     assert s["header"]["run_id"] == run.run_id and s["header"]["status"] == "finished"
     assert s["baseline"] == run.baseline
     assert "".join(p["pre"] + p["text"] for p in s["spans"]) + s["tail"] == run.record.prompt

@@ -16,6 +16,11 @@ V1 = "It was late. The Blue Falcon landed safely. It rained all day. My cat slep
 # edited: one sentence changed, one removed, one added
 V2 = "It was late. The Red Falcon landed safely. My cat slept. Zebra Crossing Ahead."
 
+# Many capitalised words in the first sentence: deleting the one in the hostile span moves the
+# fake model's answer a little, a positive score below the noise floor (0.05).
+NOISY_A = "Alpha Beta Gamma Delta Epsilon Zeta Eta Theta Iota Kappa Lambda Sigma. It was late. Omega is near."
+NOISY_B = "Alpha Beta Gamma Delta Epsilon Zeta Eta Theta Iota Kappa Lambda Sigma. It was late. <img src=x onerror=alert(1)> Omega here."
+
 
 def run(runs_dir, prompt, **options):
     return prompt_attr.attribute(prompt, backend=FakeBackend(), runs_dir=runs_dir, method="loo", **options)
@@ -111,6 +116,13 @@ def test_word_diff_and_alignment_edges():
     assert word_diff("a b c", "a x c") == [("equal", "a"), ("delete", "b"), ("insert", "x"), ("equal", "c")]
     assert word_diff("", "new words") == [("insert", "new words")]
     assert word_diff("same", "same") == [("equal", "same")]
+    # with spacing, the pieces keep their whitespace: the equal and insert ones join to B exactly
+    a, b = "Bonjour Paris est\nbelle", "  Bonjour est\n\nbelle !"
+    spaced = word_diff(a, b, spacing=True)
+    assert spaced == [("equal", "  Bonjour "), ("delete", "Paris "), ("equal", "est\n\nbelle "), ("insert", "!")]
+    assert [op for op, _ in spaced] == [op for op, _ in word_diff(a, b)]  # the same diff
+    for x, y in [(a, b), ("x", "   "), ("a b", ""), ("", ""), ("a  b\tc", "a  b\tc"), ("", " new\nwords ")]:
+        assert "".join(t for op, t in word_diff(x, y, spacing=True) if op != "delete") == y
 
 
 def test_alignment_of_runs_with_no_scores(runs_dir):
@@ -118,6 +130,44 @@ def test_alignment_of_runs_with_no_scores(runs_dir):
     a.record.attribution.clear()  # a run stopped before any estimate
     rows = align_spans(a.record, b.record, comparable=True)
     assert all(r.delta is None for r in rows) and len(rows) >= len(b.spans)
+
+
+def test_both_runs_share_one_scale_and_noise_stays_uncoloured_in_every_view(runs_dir):
+    import re
+
+    from prompt_attr_widget.views.scale import heat_css, level, scale_top
+
+    a, b = run(runs_dir, NOISY_A), run(runs_dir, NOISY_B)
+    c = prompt_attr.compare(a.run_id, b.run_id, runs_dir=runs_dir)
+    sig = {"a": {s.index: s.significant for s in a.spans}, "b": {s.index: s.significant for s in b.spans}}
+    assert all(r.significant_a == (sig["a"][r.index_a] if r.index_a is not None else None) and
+               r.significant_b == (sig["b"][r.index_b] if r.index_b is not None else None) for r in c.spans)
+    top = scale_top([*(s.score for s in a.spans), *(s.score for s in b.spans)])
+    assert c.scale_tops() == (top, top)
+    want = [((heat_css(level(r.score_a, r.significant_a, top)), r.significant_a is False),
+             (heat_css(level(r.score_b, r.significant_b, top)), r.significant_b is False)) for r in c.spans]
+    assert c.paints() == want
+    assert any(r.significant_b is False and r.score_b > 0 for r in c.spans)
+    # the widget sends exactly these, and the static HTML paints exactly these
+    rows = c.widget().rows
+    assert [((r["heat_a"], r["muted_a"]), (r["heat_b"], r["muted_b"])) for r in rows] == want
+    cells = re.findall(r'<td>(?:<span class="([^"]*)" style="([^"]*)")?', c._repr_html_())
+    drawn = [(cls, (re.search(r"background:([^;]+)", style) or [None, ""])[1]) for cls, style in cells if cls]
+    sides = [p for r, pair in zip(c.spans, want, strict=True) for p, text in zip(pair, (r.text_a, r.text_b), strict=True)
+             if text is not None]
+    assert [css for _, css in drawn] == [css for css, _ in sides]
+    assert [cls.endswith("pa-noise") for cls, _ in drawn] == [muted for _, muted in sides]
+    assert "one scale for both runs" in c._repr_html_() and "below the noise floor (A 0.050, B 0.050)" in c._repr_html_()
+
+
+def test_runs_in_different_units_are_each_on_their_own_scale(runs_dir):
+    a = run(runs_dir, V1)
+    b = prompt_attr.attribute(V1, backend=FakeBackend(logprobs=True), runs_dir=runs_dir, method="surrogate", masks=8)
+    c = prompt_attr.compare(a.run_id, b.run_id, runs_dir=runs_dir)
+    from prompt_attr_widget.views.scale import scale_max
+
+    assert c.scale_tops() == (scale_max(a.record), scale_max(b.record))
+    assert "each run on its own scale" in c.legend()["note"]
 
 
 # --- re-run: a determinism check -------------------------------------------------------------------
@@ -226,3 +276,75 @@ def test_compare_widget_in_chromium(page, runs_dir):
     assert not page.errors, page.errors
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.page.locator("#wrap").screenshot(path=str(SCREENSHOTS / "widget-compare.png"))
+
+
+CELL_SPANS_JS = """() => [...document.querySelectorAll('#root .pa-cmp-row')].map((r) => [1, 3].map((k) => {
+  const s = r.cells[k].querySelector('.pa-span');
+  return s && { text: s.textContent, inline: s.style.backgroundColor, computed: getComputedStyle(s).backgroundColor,
+                muted: s.classList.contains('pa-muted'), title: s.title };
+}))"""
+
+
+def _alpha(css: str) -> float:
+    parts = css[css.index("(") + 1 : -1].split(",")
+    return float(parts[3]) if len(parts) == 4 else 1.0
+
+
+@pytest.mark.browser
+def test_compare_widget_leaves_a_span_below_the_noise_floor_uncoloured(page, runs_dir):
+    from browser_harness import FOREIGN_JS, SCREENSHOTS, view_state
+
+    a, b = run(runs_dir, NOISY_A), run(runs_dir, NOISY_B)
+    c = prompt_attr.compare(a.run_id, b.run_id, runs_dir=runs_dir)
+    [noisy] = [r for r in c.spans if r.text_b and "<img" in r.text_b]
+    assert noisy.score_b > 0 and noisy.significant_b is False, "the test needs a positive score below the floor"
+    assert noisy.score_b <= b.record.noise.floor
+    signal = next(r for r in c.spans if r.status == "same" and r.significant_a and r.significant_b)
+    widget = c.widget()
+    dialogs = []
+    page.page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    page.mount_compare(view_state(widget))
+    page.page.wait_for_timeout(300)  # time for an onerror to fire
+    cells = page.page.evaluate(CELL_SPANS_JS)
+    assert len(cells) == len(c.spans)
+    by_row = dict(zip([id(r) for r in c.spans], cells, strict=True))
+
+    # the payload is text, nothing ran, nothing was planted
+    found = page.page.evaluate(FOREIGN_JS, "#root")
+    assert dialogs == [] and found["handlers"] == [] and page.page.locator("#root img").count() == 0
+    assert set(found["tags"]) <= {"div", "span", "table", "thead", "tbody", "tr", "th", "td", "ul", "li", "ins", "del"}
+    hostile = by_row[id(noisy)][1]
+    assert hostile["text"] == noisy.text_b and hostile["text"].startswith("<img src=x onerror=alert(1)>")
+
+    # below the floor: no background at all (inline or computed), greyed and labelled
+    assert hostile["inline"] == "" and _alpha(hostile["computed"]) == 0, hostile
+    assert hostile["muted"] and "below noise floor" in hostile["title"]
+    # a significant span is coloured, on the one scale both runs share, as Python computed it
+    paints = dict(zip([id(r) for r in c.spans], c.paints(), strict=True))
+    for k in (0, 1):  # A's side, B's side
+        node = by_row[id(signal)][k]
+        assert _alpha(node["computed"]) > 0 and not node["muted"], node
+        assert abs(_alpha(node["inline"]) - _alpha(paints[id(signal)][k][0])) < 0.005
+    top_a, top_b = c.scale_tops()
+    assert top_a == top_b == max(x for r in c.spans for x in (r.score_a, r.score_b) if x is not None)
+    # every span drawn as Python decided: coloured exactly when Python sent a colour
+    for r, drawn in zip(c.spans, cells, strict=True):
+        for (css, muted), node in zip(paints[id(r)], drawn, strict=True):
+            if node is not None:
+                assert (_alpha(node["computed"]) > 0) == bool(css) and node["muted"] == muted, (r, node)
+    legend = page.page.inner_text("#root .pa-legend")
+    assert "one scale for both runs" in legend and "below the noise floor" in legend
+    assert not page.errors, page.errors
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.page.locator("#wrap").screenshot(path=str(SCREENSHOTS / "widget-compare-noise.png"))
+
+    # the static comparison shows the same: the span below the floor uncoloured and grey
+    page.page.set_content(f"<!doctype html><html><head><meta charset='utf-8'></head><body>{c._repr_html_()}</body></html>")
+    page.page.wait_for_timeout(300)
+    assert dialogs == [] and page.page.locator("img").count() == 0
+    static = page.page.eval_on_selector_all(
+        "td .pa-span", "ns => ns.map(n => ({text: n.textContent, bg: getComputedStyle(n).backgroundColor, "
+        "noise: n.classList.contains('pa-noise')}))")
+    [shown] = [s for s in static if s["text"] == noisy.text_b]
+    assert _alpha(shown["bg"]) == 0 and shown["noise"]
+    assert all(_alpha(s["bg"]) > 0 for s in static if s["text"] == signal.text_b)

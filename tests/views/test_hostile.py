@@ -16,7 +16,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from browser_harness import SCREENSHOTS, view_state
+from browser_harness import FOREIGN_JS, SCREENSHOTS, view_state
 
 import prompt_attr
 from prompt_attr_widget import cli
@@ -196,14 +196,6 @@ def test_a_lone_surrogate_is_refused_before_any_run_folder(name, tmp_path):
 
 # --- a real browser -----------------------------------------------------------------------------
 
-# Anything a payload could have planted: foreign elements, and any on* attribute anywhere.
-FOREIGN_JS = """(scope) => {
-  const root = document.querySelector(scope);
-  const tags = [...new Set([...root.querySelectorAll('*')].map((n) => n.tagName.toLowerCase()))];
-  const handlers = [...document.querySelectorAll('*')].flatMap((n) =>
-    [...n.attributes].filter((a) => a.name.startsWith('on')).map((a) => `${n.tagName}[${a.name}]`));
-  return { tags, handlers, pwned: typeof window.__pwned };
-}"""
 WIDGET_TAGS = {"div", "span", "button", "ul", "ol", "li", "ins", "del"}
 
 

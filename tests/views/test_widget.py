@@ -19,6 +19,20 @@ import prompt_attr
 import prompt_attr_widget.views.widget as widget_mod
 from prompt_attr import Price
 from prompt_attr_widget.backends.fake import FakeBackend
+from prompt_attr_widget.core.events import Evaluated, Progress
+from prompt_attr_widget.core.text import usd
+from prompt_attr_widget.stages.align import word_diff
+from prompt_attr_widget.views.html import heatmap_html
+from prompt_attr_widget.views.scale import (
+    heat,
+    heat_css,
+    live_significant,
+    paint,
+    rising_top,
+    scale_max,
+    scale_top,
+)
+from prompt_attr_widget.views.terminal import heatmap_terminal
 from prompt_attr_widget.views.widget import AttributionWidget
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
@@ -67,6 +81,12 @@ class Recorder:
 @pytest.fixture
 def recorder(monkeypatch):
     return Recorder(monkeypatch)
+
+
+def answers(outputs: dict) -> dict:
+    """The ablated answers a widget sent: each is a word diff against the baseline whose
+    equal and insert pieces join to the answer."""
+    return {k: None if ops is None else "".join(text for op, text in ops if op != "delete") for k, ops in outputs.items()}
 
 
 def run_into_widget(prompt, runs_dir, *, backend=None, **kw):
@@ -148,10 +168,12 @@ def _check_final_state(w: AttributionWidget, a) -> None:
     assert w.resolved == [s.resolved for s in a.spans]
     by_index = {s.index: s for s in r.attribution}
     assert w.evals == [by_index[i].evaluation for i in range(len(r.spans))]
-    assert w.outputs == {str(e.id): e.output for e in r.evaluations}
+    assert answers(w.outputs) == {str(e.id): e.output for e in r.evaluations}
+    assert w.outputs == {str(e.id): [list(op) for op in word_diff(r.baseline.output, e.output, spacing=True)]
+                         for e in r.evaluations}  # the one word diff (stages/align.py)
     assert all(str(e) in w.outputs for e in w.evals if e is not None)
     for span, eval_id in zip(a.spans, w.evals, strict=True):
-        assert w.outputs[str(eval_id)] == span.ablated_output
+        assert answers(w.outputs)[str(eval_id)] == span.ablated_output
     assert w.delta == {}
     assert w.baseline == a.baseline
     assert w.header["status"] == "finished" and w.header["run_id"] == a.run_id and w.header["model"] == "fake"
@@ -177,7 +199,8 @@ def test_final_trait_state_equals_the_run(runs_dir, monkeypatch, method, interva
     _check_final_state(w, a)
     # a live view ends where a replay of the saved run starts
     replay = AttributionWidget.from_attribution(prompt_attr.load_run(a.run_id, runs_dir=runs_dir))
-    names = ("header", "spans", "tail", "baseline", "scores", "resolved", "evals", "outputs", "delta", "progress")
+    names = ("header", "spans", "tail", "baseline", "scores", "resolved", "evals", "outputs", "delta", "progress",
+             "significant", "heat", "muted", "ranking", "scale")
     assert {k: getattr(w, k) for k in names} == {k: getattr(replay, k) for k in names}
 
 
@@ -189,7 +212,7 @@ def test_a_checkpoint_carries_every_answer_so_far(runs_dir, monkeypatch):
 
     def after_estimate(event):
         if type(event).__name__ == "Estimate" and w.record.status == "running":
-            seen.append((dict(w.outputs), {str(e.id): e.output for e in w.record.evaluations}, w.delta))
+            seen.append((answers(w.outputs), {str(e.id): e.output for e in w.record.evaluations}, w.delta))
 
     a = prompt_attr.attribute(planted(24, culprits=(3, 17)), backend=FakeBackend(), runs_dir=runs_dir, cache=False, on_event=[w, after_estimate])
     assert len(seen) >= 2, "expected several passes"
@@ -269,7 +292,7 @@ def test_budget_stop_shows_aborted(runs_dir):
     assert w.header["reason"] == a.record.reason
     assert w.progress["done"] == w.progress["planned"] == len(a.record.evaluations)
     assert w.scores == [None if s.score is None else round(s.score, 6) for s in a.spans]
-    assert w.outputs == {str(e.id): e.output for e in a.record.evaluations}
+    assert answers(w.outputs) == {str(e.id): e.output for e in a.record.evaluations}
     assert w.summary().startswith("AttributionWidget(aborted,")
     assert "aborted: " in _bundle(w)[0]["text/html"]
 
@@ -308,7 +331,7 @@ def test_stop_button_cancels_a_background_run(runs_dir, monkeypatch, interval):
     measured = {e.dropped[0]: e for e in result.record.evaluations}
     assert w.scores == [round(measured[i].score, 6) if i in measured else None for i in range(60)]
     assert w.evals == [measured[i].id if i in measured else None for i in range(60)]
-    assert w.outputs == {str(e.id): e.output for e in result.record.evaluations}
+    assert answers(w.outputs) == {str(e.id): e.output for e in result.record.evaluations}
     assert prompt_attr.load_run(result.run_id, runs_dir=runs_dir).status == "aborted"
 
 
@@ -323,3 +346,124 @@ def test_a_second_run_into_the_same_widget_replaces_the_first(runs_dir):
     second = prompt_attr.attribute("The Owl Sings. It is late.", backend=FakeBackend(), runs_dir=runs_dir, on_event=w)
     assert first.run_id != second.run_id
     _check_final_state(w, second)
+
+
+# --- (f) one scale for every view: the widget draws what views/scale.py decides ---------------------
+
+JS = Path(__file__).resolve().parents[2] / "js"
+# Capitalised sentences matter to the fake model, the rest is noise; more than 2 / group_fraction
+# spans, so hierarchical runs refine.
+GUIDE = " ".join(["You are a Travel Guide for Paris.", "it is sunny.", "the river is wide.", "bread is fresh.",
+                  "Always Answer In French.", "museums open late.", "trains are quick.", "The Eiffel Tower opens at Nine.",
+                  "cafes are busy.", "streets are old.", "parks are green.", "Mention The Louvre Museum.", "bikes are cheap."])
+
+
+def _html_backgrounds(html: str) -> dict[int, str]:
+    """Each span's heat background in the static heat-map ('' for none)."""
+    spans = re.findall(r'<span class="[^"]*" data-index="(\d+)"(?: style="([^"]*)")?', html)
+    return {int(i): (re.search(r"background:([^;]+)", style or "") or [None, ""])[1] for i, style in spans}
+
+
+@pytest.mark.parametrize("kind", ["loo", "hierarchical", "surrogate"])
+def test_widget_html_and_terminal_draw_the_same_levels(runs_dir, kind):
+    options = {"loo": {"method": "loo"}, "hierarchical": {},
+               "surrogate": {"method": "surrogate", "segment": "line", "target": "Lyon"}}[kind]
+    prompt = ("Our office is in the city.\nThe team meets in Lyon every week.\nWe like coffee.\n"
+              "The headquarters are in Lyon too.\nLunch is at noon.") if kind == "surrogate" else GUIDE
+    backend = FakeBackend(logprobs=kind == "surrogate")
+    a = prompt_attr.attribute(prompt, backend=backend, runs_dir=runs_dir, cache=False, **options)
+    r = a.record
+    assert kind != "hierarchical" or max(e.round for e in r.evaluations) >= 1
+    assert {s.significant for s in r.attribution} >= {True, False}, "the run needs signal and noise"
+    top = scale_max(r)
+    by_index = {s.index: s for s in r.attribution}
+    levels = [heat(by_index.get(i), top) for i in range(len(r.spans))]
+    for w in (AttributionWidget.from_attribution(a), run_into_widget(prompt, runs_dir, backend=backend, **options)[1]):
+        assert w.heat == [heat_css(x) for x in levels]
+        assert w.muted == [by_index[i].significant is False for i in range(len(r.spans))]
+        assert w.scale["top"] == top and w.scale["colours"] == [heat_css(0.0), heat_css(1.0)]
+        assert w.ranking == [s.index for s in r.ranked()[:5]]
+    # the static heat-map paints exactly these colours, and the terminal colours exactly these spans
+    assert _html_backgrounds(heatmap_html(r)) == dict(enumerate(w.heat))
+    coloured = [bool(x) for x in w.heat]
+    assert heatmap_terminal(r).count("\x1b[48;5;") == sum(coloured) + sum(
+        r.spans[i].text.count("\n") for i in range(len(r.spans)) if coloured[i])
+
+
+def test_live_deltas_carry_the_scales_colours(recorder, runs_dir, monkeypatch):
+    """Every live score comes with the colour and the noise flag views/scale.py gives it
+    against the floor and the scale's top of that moment; the view never judges."""
+    monkeypatch.setattr(widget_mod, "FLUSH_INTERVAL_S", 0)
+    a, w, _, _ = run_into_widget(GUIDE, runs_dir, method="loo", faithfulness="off")
+    floor, top, scores, checked, muted = None, None, {}, 0, 0
+    for u in (m["data"]["state"] for m in recorder.updates(w)):
+        floor = u.get("header", {}).get("noise_floor", floor)
+        top = u.get("scale", {}).get("top", top)
+        if "scores" in u:
+            scores = {i: s for i, s in enumerate(u["scores"]) if s is not None}
+            assert top == pytest.approx(scale_top(scores.values()), abs=1e-6)  # a checkpoint's scale is the run's own
+        d = u.get("delta") or {}
+        for i, s, resolved, _eval, css, flag in d.get("scores", []):
+            scores[i] = s
+            assert [css, flag] == list(paint(s, live_significant(s, resolved, floor), top))
+            checked, muted = checked + 1, muted + flag
+        if "heat" in d:
+            assert top >= max(scores.values(), default=0)
+            assert d["heat"][:3] == [paint(scores.get(i), live_significant(scores.get(i), True, floor), top)[0] for i in range(3)]
+    assert checked >= len(a.spans) and muted > 0, "live noise must be judged (and sent) by Python"
+
+
+def test_climbing_scores_recolour_every_span_only_a_few_times(recorder, runs_dir, monkeypatch):
+    """Each score above the scale's top changes every colour; the top rises in round steps,
+    so scores that climb all run long re-send every colour a few times, not once per
+    evaluation: the bytes stay linear in the evaluations."""
+    monkeypatch.setattr(widget_mod, "FLUSH_INTERVAL_S", 0)
+    sizes, recolours = {}, {}
+    for n in (50, 100, 200):
+        events = []
+        prompt_attr.attribute(planted(n, culprits=(1,)), backend=FakeBackend(), runs_dir=runs_dir, method="loo",
+                              cache=False, max_tokens=12, faithfulness="off", on_event=events.append)
+
+        def climbing(event, n=n):
+            if isinstance(event, Evaluated) and event.evaluation.purpose == "attribution":
+                i = event.evaluation.dropped[0]
+                return event.model_copy(update={"evaluation": event.evaluation.model_copy(update={"score": (i + 1) / n})})
+            return event
+
+        w = AttributionWidget()
+        for event in events:
+            w(climbing(event))
+        updates = recorder.updates(w)
+        sizes[n] = sum(m["bytes"] for m in updates)
+        recolours[n] = sum("heat" in (m["data"]["state"].get("delta") or {}) for m in updates)
+    # 0.05 to 1 in round steps (0.06, 0.08, 0.1, ... 0.8, 1), and once for the noise floor
+    assert max(recolours.values()) <= 14, recolours
+    assert 1.6 < sizes[200] / sizes[100] < 2.6 and 1.6 < sizes[100] / sizes[50] < 2.6, sizes
+
+
+def test_rising_top_steps():
+    assert rising_top(0.05, 0.049) == 0.05 and rising_top(0.05, None) == 0.05
+    assert [rising_top(0.05, x) for x in (0.051, 0.06, 0.0601, 0.09, 0.11, 0.7, 0.81, 1.0, 9.5, 123.0)] == [
+        0.06, 0.06, 0.08, 0.1, 0.12, 0.8, 1.0, 1.0, 10.0, 150.0]
+
+
+def test_spend_is_shown_as_core_text_usd_formats_it(runs_dir):
+    backend = FakeBackend(price=Price(input=0.5, output=0.0), embed_price=Price(input=0.0))
+    a, w, _, _ = run_into_widget(planted(6, culprits=(1,)), runs_dir, backend=backend, method="loo")
+    assert 0 < a.record.spend.usd < 0.01
+    assert w.progress["spend"] == usd(a.record.spend.usd) and w.progress["spend"].startswith("$0.00")
+    live = AttributionWidget()
+    live(Progress(done=1, planned=2, calls=1, cache_hits=0, spend_usd=0.0001234, elapsed_s=0.1, eta_s=0.1))
+    assert live.progress["spend"] == usd(0.0001234) == "$0.000123"
+
+
+def test_front_end_holds_no_scoring_rule():
+    """The JavaScript applies what Python sends: no colour formula, scale top, noise rule,
+    ranking, diff or money format of its own (they live in views/scale.py, stages/align.py
+    and core/text.py)."""
+    for name in ("widget.js", "compare.js"):
+        code = re.sub(r"^\s*//.*$", "", (JS / name).read_text("utf-8"), flags=re.M)  # code, not comments
+        for rule in ("0.62", "0.08", "220", "noise_floor", ".sort(", "wordDiff", "toFixed(4)", "toFixed(6)",
+                     "spend_usd", "score / ", "<= floor"):
+            assert rule not in code, (name, rule)
+    assert "linear-gradient(to right, rgba" not in (JS / "widget.css").read_text("utf-8")  # the legend's too

@@ -17,6 +17,7 @@ import prompt_attr
 import prompt_attr_widget.views.widget as widget_mod
 from prompt_attr_widget.backends.fake import FakeBackend
 from prompt_attr_widget.views.html import heatmap_html
+from prompt_attr_widget.views.scale import live_significant, paint, scale_max, scale_top
 from prompt_attr_widget.views.widget import AttributionWidget
 
 pytestmark = pytest.mark.browser
@@ -73,23 +74,29 @@ def rgba(css: str) -> tuple[int, int, int, float] | None:
     return int(r), int(g), int(b), 1.0 if a is None else float(a)
 
 
-def expected_alpha(scores: list) -> list[float | None]:
-    """widget.js's colour rule: 0.08 + 0.62 * score / max(0.05, highest score)."""
-    mx = max([0.05, *(s for s in scores if s is not None)])
-    return [None if s is None else 0.08 + 0.62 * min(1.0, max(0.0, s / mx)) for s in scores]
+def expected_paint(record) -> list[tuple[str, bool]]:
+    """What views/scale.py has every view draw for a record: (CSS colour, muted) per span."""
+    scores = {s.index: s for s in record.attribution}
+    top = scale_max(record)
+    return [paint(*((scores[i].score, scores[i].significant) if i in scores else (None, None)), top)
+            for i in range(len(record.spans))]
 
 
-def assert_colours(spans: list[dict], scores: list) -> None:
-    want = expected_alpha(scores)
-    assert len(spans) == len(scores)
-    for node, alpha in zip(spans, want, strict=True):
+def assert_colours(spans: list[dict], want: list[tuple[str, bool]], scores: list) -> None:
+    """Every span shows the colour Python's scale gives it: none while pending or below the
+    noise floor (computed style too, so nothing else paints it), else the heat red."""
+    assert len(spans) == len(want) == len(scores)
+    for node, (css, muted), score in zip(spans, want, scores, strict=True):
         got = rgba(node["inline"])
-        if alpha is None:
+        if score is None:
             assert node["inline"] == "" and node["pending"], node
+        elif not css:
+            assert node["inline"] == "" and rgba(node["computed"])[3] == 0 and not node["pending"], node
+            assert muted == ("(below noise floor)" in node["aria"]), node
         else:
             assert got is not None and got[:3] == (220, 38, 38), node
-            assert abs(got[3] - alpha) < 0.005, (node, alpha)  # Chromium keeps alpha in 1/255 steps
-            assert not node["pending"]
+            assert abs(got[3] - rgba(css)[3]) < 0.005, (node, css)  # Chromium keeps alpha in 1/255 steps
+            assert not node["pending"] and "noise" not in node["aria"]
 
 
 # --- the finished heat-map ------------------------------------------------------------------------
@@ -113,15 +120,15 @@ def test_finished_heatmap_colours_detail_keyboard_and_inertness(page, finished):
             assert "noise" not in node["aria"]
         else:
             assert rgba(node["computed"])[3] == 0 and "(below noise floor)" in node["aria"], node
-    assert_colours(spans, w.scores)
-    alphas = [rgba(s["inline"])[3] for s in spans]
+    assert_colours(spans, expected_paint(a.record), w.scores)
+    alphas = [rgba(s["computed"])[3] for s in spans]
     top = max(range(len(scores)), key=lambda i: scores[i])
     assert sorted(scores)[-1] > sorted(scores)[-2], "the test prompt needs a unique top span"
     assert alphas[top] == max(alphas) and alphas.count(max(alphas)) == 1
-    for i in range(len(scores)):  # colour order follows score order
+    for i in range(len(scores)):  # colour order follows score order (noise is all uncoloured)
         for j in range(len(scores)):
             if scores[i] > scores[j] + 1e-6:
-                assert alphas[i] > alphas[j]
+                assert alphas[i] > alphas[j] or alphas[i] == alphas[j] == 0, (i, j)
 
     # title and aria-label carry the score
     for node, s in zip(spans, w.scores, strict=True):
@@ -227,16 +234,51 @@ class _Recorder:
 
 
 class _ExpectedView:
-    """What widget.js should hold: the last checkpoint, then every delta since, in order."""
+    """What widget.js should show, derived from views/scale.py's rules: the last checkpoint,
+    then every delta since, in order; a delta's score is judged against the noise floor
+    until the next estimate, and every colour is relative to the scale's top Python sent."""
+
+    CHECKPOINT = ("scores", "heat", "muted", "ranking", "outputs")  # traits whose change reloads the view
 
     def __init__(self):
+        self.traits: dict = {}  # a sync carries only the traits that changed: the model keeps the rest
         self.scores: list = []
+        self.resolved: list = []
+        self.significant: list = []
+        self.live: list = []
+        self.checkpoint = False
 
     def apply(self, changes: dict) -> None:
-        if "scores" in changes:  # a checkpoint replaces everything, then the current delta applies
-            self.scores = list(changes["scores"])
-        for i, s, _resolved, _eval_id in (changes.get("delta") or {}).get("scores") or []:
-            self.scores[i] = s
+        self.traits.update(changes)
+        delta = self.traits.get("delta") or {}
+        self.checkpoint = any(k in changes for k in self.CHECKPOINT) or changes.get("delta") == {}
+        if self.checkpoint:  # a checkpoint replaces everything, then the current delta applies
+            self.scores = list(self.traits["scores"])
+            self.resolved = list(self.traits["resolved"])
+            self.significant = list(self.traits["significant"])
+            self.live = [False] * len(self.scores)
+        elif "delta" not in changes:
+            return
+        for i, s, resolved, _eval_id, *_drawn in delta.get("scores") or []:
+            self.scores[i], self.resolved[i], self.live[i] = s, resolved, True
+
+    @property
+    def floor(self):
+        return (self.traits.get("header") or {}).get("noise_floor")
+
+    @property
+    def top(self):
+        return self.traits["scale"]["top"]
+
+    def paints(self) -> list[tuple[str, bool]]:
+        shown = [s for s in self.scores if s is not None]
+        assert self.top >= max([0.0, *shown]), "a colour above the scale's top"
+        if self.checkpoint and not any(self.live):
+            assert abs(self.top - scale_top(shown)) <= 1e-6, "a checkpoint's scale is the run's own"
+        return [
+            paint(s, live_significant(s, r, self.floor) if live else sig, self.top)
+            for s, r, sig, live in zip(self.scores, self.resolved, self.significant, self.live, strict=True)
+        ]
 
 
 @pytest.mark.parametrize("method", ["loo", "hierarchical"])
@@ -273,7 +315,7 @@ def test_live_updates_replayed_from_real_comm_messages(page, monkeypatch, tmp_pa
             assert all(s["pending"] and s["inline"] == "" for s in now)
             assert page.page.inner_text("#root .pa-prompt") == LONG_PROMPT
             continue
-        assert_colours(now, expected.scores)
+        assert_colours(now, expected.paints(), expected.scores)
         coloured = sum(s is not None for s in expected.scores)
         assert coloured >= coloured_before, "a span lost its colour"
         coloured_before = coloured
@@ -285,7 +327,7 @@ def test_live_updates_replayed_from_real_comm_messages(page, monkeypatch, tmp_pa
 
     # the replayed view ends exactly where a view of the saved run starts
     final = AttributionWidget.from_attribution(prompt_attr.load_run(a.run_id, runs_dir=tmp_path / "runs"))
-    assert_colours(page.spans(), final.scores)
+    assert_colours(page.spans(), expected_paint(final.record), final.scores)
     assert page.errors == []
 
 
@@ -312,7 +354,7 @@ def test_answers_stay_visible_through_pass_checkpoints(page, monkeypatch, tmp_pa
             continue  # the RunStarted checkpoint
         # a mid-run checkpoint (end of a pass): every scored span's answer must be on screen
         evals = page.page.evaluate("window.__model.get('evals')")
-        delta_evals = {i: e for i, _s, _r, e in (page.page.evaluate("window.__model.get('delta')") or {}).get("scores", [])}
+        delta_evals = {i: e for i, _s, _r, e, *_drawn in (page.page.evaluate("window.__model.get('delta')") or {}).get("scores", [])}
         for i, node in enumerate(page.spans()):
             if node["pending"]:
                 continue
