@@ -14,10 +14,10 @@ import time
 from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 
-from ..backends.base import Backend, GenerationParams, LogprobBackend
+from ..backends.base import Backend, GenerationParams
 from ..core.config import AttributionConfig
 from ..core.cost import call_cost, messages_tokens
-from ..core.errors import BackendError, PromptAttrError, UsageError
+from ..core.errors import PromptAttrError, UsageError
 from ..core.events import (
     BaselineDone,
     Estimate,
@@ -36,7 +36,7 @@ from ..core.schema import BackendRecord, Evaluation, Faithfulness, RunRecord, Sp
 from ..core.version import __version__
 from ..stages.estimate import estimate
 from ..stages.faithfulness import RANDOM_DRAWS, predicted, random_subsets, spearman, top_k
-from ..stages.noise import MIN_EFFECT, default_repeats, noise_floor, pairwise
+from ..stages.noise import default_repeats, noise_floor, pairwise
 from ..stages.plan import (
     Group,
     leave_one_out,
@@ -45,12 +45,13 @@ from ..stages.plan import (
     split,
     worst_case_groups,
 )
-from ..stages.score import UNITS, cosine, distance_score, resolve_target, target_lost
+from ..stages.score import resolve_target
 from ..stages.segment import render, segment
 from ..stages.surrogate import BOOTSTRAP
 from .budget import Budget, check_projection
 from .cache import CallCache
-from .evaluate import BudgetExhausted, Embedded, Evaluator
+from .evaluate import BudgetExhausted, Evaluator
+from .scorers import Scorer, choose_scorer, resumed_scorer
 
 LIVE_REFIT_EVERY = 8  # surrogate runs refit and send an estimate every this many masks
 
@@ -65,7 +66,7 @@ def messages_for(prompt_text: str, system: str | None) -> list[dict]:
 class _Run:
     """State of one run while its events stream."""
 
-    def __init__(self, prompt, config, backend, cache, run_id, scorer, stored: RunRecord | None = None):
+    def __init__(self, prompt, config, backend, cache, run_id, scorer: Scorer, stored: RunRecord | None = None):
         self.prompt, self.config, self.backend, self.run_id = prompt, config, backend, run_id
         self.scorer = scorer
         self.stored = stored  # a stopped run being resumed: its results are reused, never re-paid
@@ -126,8 +127,8 @@ class _Run:
             ),
             spans=self.spans,
             projected_usd=self.projected_cost(worst),
-            scorer=self.scorer,
-            score_unit=UNITS[self.scorer],
+            scorer=self.scorer.name,
+            score_unit=self.scorer.unit,
         )
         return record, worst
 
@@ -158,8 +159,8 @@ class _Run:
         embed = call_cost(info.embed_price, self.config.max_tokens)
         if chat is None or embed is None:
             return None
-        # + the baseline, and its scoring call under the log-probability scorer
-        return (evaluations + 1 + (self.scorer == "logprob")) * (chat + embed)
+        # + the baseline, and its scoring call where the scorer makes one
+        return (evaluations + 1 + self.scorer.scores_baseline) * (chat + embed)
 
     def messages(self, dropped: tuple[int, ...]) -> list[dict]:
         keep = [True] * len(self.spans)
@@ -171,73 +172,33 @@ class _Run:
         """The baseline answer, the target within it, and what later scores compare against."""
         t = time.perf_counter()
         stored = self.stored.baseline if self.stored is not None else None
-        self.base_call = stored or await self.evaluator.complete(self.messages(()))
-        answer = self.base_call.output
+        messages = self.messages(())
+        self.base_call = stored or await self.evaluator.complete(messages)
         try:
-            self.target = resolve_target(answer, self.config.target)
+            self.target = resolve_target(self.base_call.output, self.config.target)
         except UsageError:
             if stored is None:
                 yield BaselineDone(baseline=self.base_call)  # paid for: stored even though the run stops
             raise
-        self.answer_range = (self.target.start, self.target.end) if self.target else (0, len(answer))
-        if self.scorer == "logprob":
-            call, scored = await self.evaluator.logprob(self.messages(()), answer)
-            self.base_value = scored.mean_over(*self.answer_range)
-            if self.base_value is None:
-                raise UsageError(
-                    "the baseline answer is empty, so the log-probability scorer has nothing to score: "
-                    "check the prompt and --max-tokens, or use --scorer embedding"
-                )
-            self._add_cost(self.base_call, call.cost_usd)
-        elif self.scorer == "embedding":
-            self.base_vec: Embedded = await self.evaluator.embed(answer)
-            self.base_call.embed_tokens = self.base_vec.tokens
-            self._add_cost(self.base_call, self.base_vec.cost_usd)
+        await self.scorer.prepare(self.evaluator, messages, self.base_call, self.target)
         self._timed("baseline_ms", t)
         if stored is None:
             yield BaselineDone(baseline=self.base_call, target=self.target)
 
-    @staticmethod
-    def _add_cost(call, cost: float | None) -> None:
-        if call.cost_usd is not None:
-            call.cost_usd = None if cost is None else call.cost_usd + cost
-
     async def measure(self, dropped: tuple[int, ...], purpose: str, round_: int, repeat: int = 0) -> Evaluation:
         """Score the prompt with these spans deleted against the baseline."""
-        messages = self.messages(dropped)
-        extra: dict = {}
-        if self.scorer == "logprob":
-            call, scored = await self.evaluator.logprob(messages, self.base_call.output, repeat=repeat)
-            value = scored.mean_over(*self.answer_range)
-            if value is None:
-                raise BackendError("the server returned no log-probabilities for the answer's tokens")
-            score, extra["target_logprob"] = self.base_value - value, value
-            point = value
-        else:
-            call = await self.evaluator.complete(messages, repeat=repeat)
-            point = call.output
-            if self.scorer == "target_overlap":
-                score = target_lost(self.target.text, call.output)
-            elif call.output == self.base_call.output:
-                score, extra["cosine"] = 0.0, 1.0  # identical answer: distance 0, no embedding needed
-                point = self.base_vec.vector
-            else:
-                embed = await self.evaluator.embed(call.output)
-                extra["cosine"] = cosine(self.base_vec.vector, embed.vector)
-                score, point = distance_score(extra["cosine"]), embed.vector
-                call.embed_tokens = embed.tokens
-                self._add_cost(call, embed.cost_usd)
+        m = await self.scorer.measure(self.evaluator, self.messages(dropped), repeat=repeat)
         if purpose == "noise":
-            self.noise_points.append(point)
+            self.noise_points.append(m.point)
         return Evaluation(
-            **call.model_dump(),
+            **m.call.model_dump(),
             id=-1,  # numbered in order of arrival by _stream
             round=round_,
             dropped=list(dropped),
-            score=score,
+            score=m.score,
             purpose=purpose,
             repeat=repeat,
-            **extra,
+            **m.extra,
         )
 
     async def _stream(self, jobs: list) -> AsyncIterator:
@@ -298,32 +259,15 @@ class _Run:
             self.noise = self.stored.noise
             return
         stored = [e for e in self.stored.evaluations if e.purpose == "noise"] if self.stored else []
-        self.noise_points = [await self._noise_point(e) for e in stored]
+        self.noise_points = [await self.scorer.stored_point(self.evaluator, e) for e in stored]
         done = {e.repeat for e in stored}
         jobs = [self.measure((), "noise", -1, repeat=r) for r in range(1, self.repeats) if r not in done]
         async for event in self._stream(jobs):
             yield event
-        if self.scorer == "logprob":
-            first, distance = self.base_value, lambda a, b: abs(a - b)
-        elif self.scorer == "embedding":
-            first, distance = self.base_vec.vector, lambda a, b: distance_score(cosine(a, b))
-        else:
-            target = self.target.text
-            first, distance = self.base_call.output, lambda a, b: abs(target_lost(target, a) - target_lost(target, b))
-        samples = pairwise([first, *self.noise_points], distance)
-        min_effect = self.config.min_effect if self.config.min_effect is not None else MIN_EFFECT[self.scorer]
+        samples = pairwise([self.scorer.baseline_point(), *self.noise_points], self.scorer.distance)
+        min_effect = self.config.min_effect if self.config.min_effect is not None else self.scorer.min_effect
         self.noise = noise_floor(samples, self.repeats, min_effect)
         yield NoiseMeasured(noise=self.noise)
-
-    async def _noise_point(self, e: Evaluation):
-        """What a stored repeated baseline answered, in the scorer's terms (as `measure` keeps it)."""
-        if self.scorer == "logprob":
-            return e.target_logprob
-        if self.scorer == "target_overlap" or e.output is None:
-            return e.output
-        if e.output == self.base_call.output:
-            return self.base_vec.vector
-        return (await self.evaluator.embed(e.output)).vector
 
     def restore(self) -> None:
         """Take a stopped run's stored evaluations as done: they are reused, never asked again."""
@@ -430,21 +374,6 @@ class _Run:
         return {k: round(before.get(k, 0.0) + self.timings.get(k, 0.0), 3) for k in {*before, *self.timings}}
 
 
-async def choose_scorer(config: AttributionConfig, backend: Backend) -> str:
-    """The scorer a run uses: log-probabilities where the backend offers them (see score.py)."""
-    # No probe when the embedding scorer is asked for: a flaky probe must not stop such a run.
-    can = config.scorer != "embedding" and isinstance(backend, LogprobBackend) and await backend.supports_logprob()
-    if config.scorer == "logprob" and not can:
-        info = backend.info
-        raise UsageError(
-            f"{info.model} ({info.backend}) cannot score a given answer's log-probability: "
-            "use --scorer embedding, or auto to pick what the backend offers"
-        )
-    if config.scorer == "logprob" or (config.scorer == "auto" and can):
-        return "logprob"
-    return "target_overlap" if config.target is not None else "embedding"
-
-
 async def run_events(
     prompt: str,
     config: AttributionConfig,
@@ -468,9 +397,10 @@ async def run_events(
     info = backend.info
     if config.budget is not None and (info.price is None or info.embed_price is None):
         check_projection(None, config.budget, config.model)  # no price: say so before any request
-    scorer = stored.scorer if stored is not None else await choose_scorer(config, backend)
-    if stored is not None and scorer == "logprob":
-        await choose_scorer(config.model_copy(update={"scorer": "logprob"}), backend)  # still available?
+    if stored is None:
+        scorer = await choose_scorer(config, backend)
+    else:
+        scorer = await resumed_scorer(stored.scorer, config, backend)  # still available?
     run = _Run(prompt, config, backend, cache, run_id, scorer, stored)
     if unreported is not None:
         run.unreported = unreported
@@ -525,7 +455,7 @@ async def score_deletions(
     async for _ in run.baseline():
         pass
     evaluations = await asyncio.gather(*(run.measure(tuple(sorted(set(d))), "attribution", 0) for d in deletions))
-    return [e.score for e in evaluations], run.scorer
+    return [e.score for e in evaluations], run.scorer.name
 
 
 def estimate_record(record: RunRecord) -> Estimate:
