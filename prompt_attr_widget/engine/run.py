@@ -5,6 +5,10 @@ The engine knows nothing of its sinks; the run store, the widget and the
 CLI each consume the same events. Errors never escape as exceptions once
 the run has started: they end the stream with RunFailed or RunAborted, so
 every sink can close the run cleanly with what was already paid for.
+
+The parts: the plan (plan.py), the scorer (scorers.py), the concurrent
+batches (batches.py), the spend and timings over sessions (ledger.py); the
+run here strings them into stages: baseline, noise, passes, faithfulness.
 """
 
 from __future__ import annotations
@@ -16,7 +20,6 @@ from datetime import datetime, timezone
 
 from ..backends.base import Backend, GenerationParams
 from ..core.config import AttributionConfig
-from ..core.cost import call_cost, messages_tokens
 from ..core.errors import PromptAttrError, UsageError
 from ..core.events import (
     BaselineDone,
@@ -37,30 +40,19 @@ from ..core.version import __version__
 from ..stages.estimate import estimate
 from ..stages.faithfulness import RANDOM_DRAWS, predicted, random_subsets, spearman, top_k
 from ..stages.noise import default_repeats, noise_floor, pairwise
-from ..stages.plan import (
-    Group,
-    leave_one_out,
-    random_masks,
-    select_for_refinement,
-    split,
-    worst_case_groups,
-)
+from ..stages.plan import Group, leave_one_out, random_masks, select_for_refinement, split
 from ..stages.score import resolve_target
-from ..stages.segment import render, segment
+from ..stages.segment import segment
 from ..stages.surrogate import BOOTSTRAP
+from .batches import Batches
 from .budget import Budget, check_projection
 from .cache import CallCache
 from .evaluate import BudgetExhausted, Evaluator
+from .ledger import Ledger
+from .plan import Plan
 from .scorers import Scorer, choose_scorer, resumed_scorer
 
 LIVE_REFIT_EVERY = 8  # surrogate runs refit and send an estimate every this many masks
-
-
-
-
-def messages_for(prompt_text: str, system: str | None) -> list[dict]:
-    messages = [{"role": "system", "content": system}] if system else []
-    return [*messages, {"role": "user", "content": prompt_text}]
 
 
 class _Run:
@@ -75,42 +67,54 @@ class _Run:
         self.evaluator = Evaluator(
             backend, cache, self.budget, self.params, concurrency=config.concurrency, rpm=config.rpm
         )
+        self.ledger = Ledger(self.evaluator, stored)
+        self.batches = Batches(config.concurrency)
         self.repeats = config.noise_repeats or default_repeats(backend.info.backend)
-        self.timings: dict[str, float] = {}
+        self.plan: Plan | None = None  # made by `header`, once the prompt is segmented
         self.evaluated: dict[tuple[int, ...], Evaluation] = {}  # attribution evaluations by deleted spans
         self.checks: dict[tuple[int, ...], Evaluation] = {}  # faithfulness evaluations
         self.noise = None
         self.noise_points: list = []  # what each repeated baseline answered, in the scorer's terms
-        self.masks: list[tuple[int, ...]] | None = None
         self.scores: list = []
-        self.started = time.perf_counter()
-        self.done = 0
-        self.planned = 0
-        self.unreported: list[Evaluated] = []  # answers that came back but were never streamed
-        self.tasks: list[asyncio.Future] = []  # the measurements of the batch in flight
-        # Evaluations, not just calls, are limited: an evaluation that has its answer
-        # gets its embedding before further answers are bought, so results arrive
-        # (and are saved) steadily instead of all at the end of a batch.
-        self.slots = asyncio.Semaphore(config.concurrency)
 
-    def _timed(self, stage: str, since: float) -> None:
-        self.timings[stage] = round(self.timings.get(stage, 0.0) + (time.perf_counter() - since) * 1000, 3)
+    @property
+    def spans(self):
+        return self.plan.spans
+
+    @property
+    def unreported(self) -> list[Evaluated]:
+        return self.batches.unreported
+
+    @unreported.setter
+    def unreported(self, events: list[Evaluated]) -> None:
+        self.batches.unreported = events
+
+    # --- plan ---------------------------------------------------------------------------------
 
     def header(self) -> tuple[RunRecord, int]:
+        """Segment and plan; the run's record as it starts, and the evaluations it may make at most."""
+        worst = self._segment_and_plan()
+        return self._record(worst), worst
+
+    def _segment_and_plan(self) -> int:
         t = time.perf_counter()
         c = self.config
-        self.spans = segment(self.prompt, c.segment, window_tokens=c.window_tokens, spans=c.spans)
-        if self.stored is not None and self.spans != self.stored.spans:
+        spans = segment(self.prompt, c.segment, window_tokens=c.window_tokens, spans=c.spans)
+        if self.stored is not None and spans != self.stored.spans:
             raise UsageError(
                 f"run {self.run_id} was segmented differently from what this version of prompt_attr "
                 "gives for its prompt and options, so it cannot be resumed: start a new run"
             )
-        self._timed("segment_ms", t)
+        self.ledger.timed("segment_ms", t)
         t = time.perf_counter()
-        worst = self.planned_evaluations()
-        self._timed("plan_ms", t)
-        info = self.backend.info
-        record = RunRecord(
+        self.plan = Plan(self.prompt, c, spans, self.repeats)
+        worst = self.plan.evaluations()
+        self.ledger.timed("plan_ms", t)
+        return worst
+
+    def _record(self, worst: int) -> RunRecord:
+        c, info = self.config, self.backend.info
+        return RunRecord(
             run_id=self.run_id,
             created_at=datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
             library_version=__version__,
@@ -130,49 +134,18 @@ class _Run:
             scorer=self.scorer.name,
             score_unit=self.scorer.unit,
         )
-        return record, worst
-
-    def straight_to_loo(self) -> bool:
-        """With this few spans a coarse pass cannot save calls: leave-one-out it is."""
-        return self.config.method == "loo" or (
-            self.config.method == "hierarchical" and len(self.spans) <= 2 / self.config.group_fraction
-        )
-
-    def planned_evaluations(self) -> int:
-        """Evaluations this run may make at most: attribution, noise repeats and checks."""
-        c, n = self.config, len(self.spans)
-        if c.method == "surrogate":
-            attribution = c.masks
-        elif self.straight_to_loo():
-            attribution = n
-        else:
-            attribution = worst_case_groups(n, self.spans, self.prompt, c.group_fraction)
-        checks = 0 if c.faithfulness == "off" else 1 + RANDOM_DRAWS[c.faithfulness]
-        heldout = c.heldout_masks if c.faithfulness == "full" else 0
-        return attribution + self.repeats - 1 + checks + heldout
 
     def projected_cost(self, evaluations: int) -> float | None:
-        """Upper-bound spend: every planned call at full prompt length and max_tokens."""
-        info = self.backend.info
-        prompt_tokens = messages_tokens(messages_for(self.prompt, self.config.system), bound=False)
-        chat = call_cost(info.price, prompt_tokens, self.config.max_tokens)
-        embed = call_cost(info.embed_price, self.config.max_tokens)
-        if chat is None or embed is None:
-            return None
-        # + the baseline, and its scoring call where the scorer makes one
-        return (evaluations + 1 + self.scorer.scores_baseline) * (chat + embed)
+        """Upper-bound spend of these evaluations, the baseline (and its scoring call) added."""
+        return self.plan.projected_cost(evaluations, self.backend.info, 1 + self.scorer.scores_baseline)
 
-    def messages(self, dropped: tuple[int, ...]) -> list[dict]:
-        keep = [True] * len(self.spans)
-        for i in dropped:
-            keep[i] = False
-        return messages_for(render(self.prompt, self.spans, keep), self.config.system)
+    # --- measuring ----------------------------------------------------------------------------
 
     async def baseline(self) -> AsyncIterator:
         """The baseline answer, the target within it, and what later scores compare against."""
         t = time.perf_counter()
         stored = self.stored.baseline if self.stored is not None else None
-        messages = self.messages(())
+        messages = self.plan.messages(())
         self.base_call = stored or await self.evaluator.complete(messages)
         try:
             self.target = resolve_target(self.base_call.output, self.config.target)
@@ -181,18 +154,18 @@ class _Run:
                 yield BaselineDone(baseline=self.base_call)  # paid for: stored even though the run stops
             raise
         await self.scorer.prepare(self.evaluator, messages, self.base_call, self.target)
-        self._timed("baseline_ms", t)
+        self.ledger.timed("baseline_ms", t)
         if stored is None:
             yield BaselineDone(baseline=self.base_call, target=self.target)
 
     async def measure(self, dropped: tuple[int, ...], purpose: str, round_: int, repeat: int = 0) -> Evaluation:
         """Score the prompt with these spans deleted against the baseline."""
-        m = await self.scorer.measure(self.evaluator, self.messages(dropped), repeat=repeat)
+        m = await self.scorer.measure(self.evaluator, self.plan.messages(dropped), repeat=repeat)
         if purpose == "noise":
             self.noise_points.append(m.point)
         return Evaluation(
             **m.call.model_dump(),
-            id=-1,  # numbered in order of arrival by _stream
+            id=-1,  # numbered in order of arrival by Batches.run
             round=round_,
             dropped=list(dropped),
             score=m.score,
@@ -203,41 +176,18 @@ class _Run:
 
     async def _stream(self, jobs: list) -> AsyncIterator:
         """Run measurements concurrently, yielding events as results arrive."""
-        self.planned = self.done + len(jobs)
         t = time.perf_counter()
-        tasks = self.tasks = [asyncio.ensure_future(self._gated(job)) for job in jobs]
         try:
-            for next_done in asyncio.as_completed(tasks):
-                ev = await next_done
-                ev.id = self.done  # numbered in order of arrival
-                self.done += 1
+            async for ev in self.batches.run(jobs):
                 yield Evaluated(evaluation=ev)
                 yield self.progress()
         finally:
             self.halt()
-            self._timed("evaluate_ms", t)
-
-    async def _gated(self, job):
-        try:
-            async with self.slots:
-                return await job
-        finally:
-            job.close()  # cancelled before it started: no "never awaited" warning
+            self.ledger.timed("evaluate_ms", t)
 
     def halt(self) -> None:
-        """Cancel the measurements in flight; answers already back are kept for the store.
-
-        Called when a batch ends and when the whole stream is closed from
-        outside (an interrupt in a sink): closing the outer generator does
-        not close the nested ones at once, so the run itself must stop them.
-        """
-        for task in self.tasks:
-            task.cancel()
-        for task in self.tasks:
-            if task.done() and not task.cancelled() and task.exception() is None and task.result().id == -1:
-                task.result().id = self.done
-                self.done += 1
-                self.unreported.append(Evaluated(evaluation=task.result()))
+        """Cancel the measurements in flight; answers already back are kept (see Batches.halt)."""
+        self.batches.halt()
 
     async def run_pass(self, masks: list[tuple[int, ...]], round_: int, purpose: str = "attribution") -> AsyncIterator:
         """Evaluate masks not evaluated yet, concurrently."""
@@ -269,62 +219,26 @@ class _Run:
         self.noise = noise_floor(samples, self.repeats, min_effect)
         yield NoiseMeasured(noise=self.noise)
 
-    def restore(self) -> None:
-        """Take a stopped run's stored evaluations as done: they are reused, never asked again."""
-        for e in self.stored.evaluations:
-            if e.purpose == "attribution":
-                self.evaluated[tuple(e.dropped)] = e
-            elif e.purpose in ("faithfulness", "heldout"):
-                self.checks[tuple(e.dropped)] = e
-        self.done = max((e.id for e in self.stored.evaluations), default=-1) + 1
-        if self.stored.spend.usd is None:
-            self.budget.unknown = True
-        else:
-            self.budget.spent = self.stored.spend.usd
-
-    def spend(self) -> Spend:
-        """Spend so far, every session of the run included (the budget already holds earlier dollars)."""
-        now = self.evaluator.spend_snapshot()
-        if self.stored is None:
-            return now
-        before = self.stored.spend
-        counts = ("calls", "cache_hits", "prompt_tokens", "completion_tokens", "embed_tokens")
-        return now.model_copy(update={k: getattr(now, k) + getattr(before, k) for k in counts})
-
-    def progress(self) -> Progress:
-        elapsed = time.perf_counter() - self.started
-        remaining = self.planned - self.done
-        eta = elapsed / self.done * remaining if self.done else None
-        spend = self.spend()
-        return Progress(
-            done=self.done,
-            planned=self.planned,
-            calls=spend.calls,
-            cache_hits=spend.cache_hits,
-            spend_usd=spend.usd,
-            elapsed_s=round(elapsed, 3),
-            eta_s=None if eta is None else round(eta, 3),
-        )
+    # --- passes -------------------------------------------------------------------------------
 
     def estimate(self, round_: int, *, live: bool = False) -> Estimate:
         c = self.config
         self.scores, fit = estimate(
             c.method, len(self.spans), list(self.evaluated.values()), self.noise,
-            masks=self.masks, keep_prob=c.keep_prob, seed=c.seed, bootstrap=0 if live else BOOTSTRAP,
+            masks=self.plan.masks, keep_prob=c.keep_prob, seed=c.seed, bootstrap=0 if live else BOOTSTRAP,
         )
         return Estimate(round=round_, attribution=self.scores, surrogate=fit)
 
     async def passes(self) -> AsyncIterator:
         n, c = len(self.spans), self.config
         if c.method == "surrogate":
-            self.masks = random_masks(n, c.masks, c.keep_prob, c.seed)
-            async for event in self.run_pass(self.masks, 0):
+            async for event in self.run_pass(self.plan.masks, 0):
                 yield event
                 if isinstance(event, Evaluated) and len(self.evaluated) % LIVE_REFIT_EVERY == 0:
                     yield self.estimate(0, live=True)  # the heat-map fills in while masks arrive
             yield await asyncio.to_thread(self.estimate, 0)  # the bootstrap runs off the event loop
             return
-        if self.straight_to_loo():
+        if self.plan.straight_to_loo():
             async for event in self.run_pass([g.dropped for g in leave_one_out(n)], 0):
                 yield event
             yield self.estimate(0)
@@ -367,11 +281,28 @@ class _Run:
             )
         )
 
+    # --- sessions: resume, spend, ending ------------------------------------------------------
+
+    def restore(self) -> None:
+        """Take a stopped run's stored evaluations as done: they are reused, never asked again."""
+        for e in self.stored.evaluations:
+            if e.purpose == "attribution":
+                self.evaluated[tuple(e.dropped)] = e
+            elif e.purpose in ("faithfulness", "heldout"):
+                self.checks[tuple(e.dropped)] = e
+        self.batches.done = max((e.id for e in self.stored.evaluations), default=-1) + 1
+        self.ledger.restore()
+
+    def spend(self) -> Spend:
+        """Spend so far, every session of the run included (see Ledger.spend)."""
+        return self.ledger.spend()
+
+    def progress(self) -> Progress:
+        return self.ledger.progress(self.batches.done, self.batches.planned)
+
     def total_timings(self) -> dict[str, float]:
         """Milliseconds per stage, summed over every session of the run."""
-        self.timings["total_ms"] = round((time.perf_counter() - self.started) * 1000, 3)
-        before = self.stored.timings_ms if self.stored is not None else {}
-        return {k: round(before.get(k, 0.0) + self.timings.get(k, 0.0), 3) for k in {*before, *self.timings}}
+        return self.ledger.total_timings()
 
 
 async def run_events(
