@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 from ..core.events import Evaluated
@@ -56,3 +57,11 @@ class Batches:
                 task.result().id = self.done
                 self.done += 1
                 self.unreported.append(Evaluated(evaluation=task.result()))
+
+    async def settle(self) -> None:
+        """Halt, and wait until the cancelled measurements have stopped: a call cut off
+        mid-flight books its worst case as spent only then (see Evaluator._paid)."""
+        self.halt()
+        with contextlib.suppress(BaseException):  # stopping already; a second interrupt changes nothing
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+        self.halt()  # (nothing new is expected: every task still running was cancelled)

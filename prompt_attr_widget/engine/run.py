@@ -4,7 +4,9 @@ segment → plan → evaluate (concurrent, cached, budgeted) → score → estim
 The engine knows nothing of its sinks; the run store, the widget and the
 CLI each consume the same events. Errors never escape as exceptions once
 the run has started: they end the stream with RunFailed or RunAborted, so
-every sink can close the run cleanly with what was already paid for.
+every sink can close the run cleanly with what was already paid for. A run
+stopped from outside the stream (an interrupt, a crash in a sink) is ended
+by its caller with the run's own closing events (`RunStream`).
 
 The parts: the plan (plan.py), the scorer (scorers.py), the concurrent
 batches (batches.py), the spend and timings over sessions (ledger.py); the
@@ -14,6 +16,7 @@ run here strings them into stages: baseline, noise, passes, faithfulness.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from datetime import datetime, timezone
@@ -304,6 +307,73 @@ class _Run:
         """Milliseconds per stage, summed over every session of the run."""
         return self.ledger.total_timings()
 
+    async def settle(self) -> None:
+        """After the stream was closed from outside: wait for the cancelled calls to stop."""
+        await self.batches.settle()
+
+    def closing_events(self, status: str, reason: str) -> list:
+        """The events that end a run stopped outside its stream (an interrupt, a crash in a sink):
+        the estimate of what was evaluated (answers that came back unreported included), so the
+        run replays with its scores, and the ending with the spend and timings."""
+        for reported in self.unreported:
+            e = reported.evaluation
+            if e.purpose == "attribution":
+                self.evaluated.setdefault(tuple(e.dropped), e)
+        events = [self.estimate(max(ev.round for ev in self.evaluated.values()))] if self.evaluated else []
+        return [*events, ending(status, reason, self.spend(), self.total_timings())]
+
+
+def ending(status: str, reason: str, spend: Spend, timings_ms: dict[str, float]):
+    """The event that ends a run stopped outside its stream: RunAborted or RunFailed."""
+    if status == "aborted":
+        return RunAborted(reason=reason, spend=spend, timings_ms=timings_ms)
+    return RunFailed(error=reason, spend=spend, timings_ms=timings_ms)
+
+
+class RunStream:
+    """One run's events, with the run behind them for the caller that has to stop it.
+
+    `events()` streams the run (see `run_events`). A caller that stops the
+    stream from outside (an interrupt, a crash in one of its sinks) calls
+    `aclose()`, stores `unreported` (answers that came back but were never
+    streamed: paid for), then ends the run with `closing_events(status,
+    reason)`: the live run's own estimate, spend and timings, earlier
+    sessions of a resumed run included, never a recount from what was stored.
+    """
+
+    def __init__(
+        self,
+        prompt: str,
+        config: AttributionConfig,
+        backend: Backend,
+        *,
+        cache: CallCache,
+        run_id: str,
+        stored: RunRecord | None = None,
+        rerun_of: str | None = None,
+    ):
+        self.run: _Run | None = None  # set by run_events once the run is made
+        self.unreported: list[Evaluated] = []
+        self._events = run_events(prompt, config, backend, cache=cache, run_id=run_id, stored=stored,
+                                  unreported=self.unreported, rerun_of=rerun_of, handle=self)
+
+    def events(self) -> AsyncIterator:
+        return self._events
+
+    async def aclose(self) -> None:
+        """Stop the stream: the run cancels its calls and keeps answers already back in `unreported`."""
+        with contextlib.suppress(BaseException):
+            await self._events.aclose()
+        if self.run is not None:
+            await self.run.settle()
+
+    def closing_events(self, status: str, reason: str) -> list:
+        """The events that end the stopped run: the estimate of what it evaluated, and RunAborted
+        (status "aborted") or RunFailed with its spend."""
+        if self.run is None:  # stopped before the run was made: nothing was asked or paid for
+            return [ending(status, reason, Spend(), {})]
+        return self.run.closing_events(status, reason)
+
 
 async def run_events(
     prompt: str,
@@ -315,6 +385,7 @@ async def run_events(
     stored: RunRecord | None = None,
     unreported: list | None = None,
     rerun_of: str | None = None,
+    handle: RunStream | None = None,
 ) -> AsyncIterator:
     """Stream the events of one attribution run.
 
@@ -324,6 +395,8 @@ async def run_events(
     baseline, noise floor and evaluations are reused and only the rest is
     asked for. Answers that arrive while the stream is being stopped are
     appended to `unreported`, so the caller can store what was paid for.
+    `handle` (a RunStream) is given the run once it is made, so the caller
+    can end a run it stopped with the run's own closing events.
     """
     info = backend.info
     if config.budget is not None and (info.price is None or info.embed_price is None):
@@ -335,6 +408,8 @@ async def run_events(
     run = _Run(prompt, config, backend, cache, run_id, scorer, stored)
     if unreported is not None:
         run.unreported = unreported
+    if handle is not None:
+        handle.run = run
     record, worst = run.header()
     record.rerun_of = rerun_of
     if stored is None:
@@ -387,45 +462,3 @@ async def score_deletions(
         pass
     evaluations = await asyncio.gather(*(run.measure(tuple(sorted(set(d))), "attribution", 0) for d in deletions))
     return [e.score for e in evaluations], run.scorer.name
-
-
-def estimate_record(record: RunRecord) -> Estimate:
-    """The estimate of a stored run's attribution evaluations (for runs stopped mid-pass)."""
-    c = record.config
-    method, n = c.get("method", "hierarchical"), len(record.spans)
-    masks = random_masks(n, c["masks"], c["keep_prob"], c["seed"]) if method == "surrogate" else None
-    scores, fit = estimate(
-        method, n, record.evaluations, record.noise, masks=masks,
-        keep_prob=c.get("keep_prob", 0.5), seed=c.get("seed", 42),
-    )
-    rounds = [e.round for e in record.evaluations if e.purpose == "attribution"]
-    return Estimate(round=max(rounds, default=0), attribution=scores, surrogate=fit)
-
-
-def closing_events(record: RunRecord, status: str, reason: str) -> list:
-    """The events that end a run stopped outside the stream (an interrupt, a crash in a
-    sink): the attribution of what was evaluated, so it replays with its scores, and the
-    ending with the spend."""
-    events = [estimate_record(record)] if any(e.purpose == "attribution" for e in record.evaluations) else []
-    spend = tally_spend(record)
-    return [*events, RunAborted(reason=reason, spend=spend) if status == "aborted" else RunFailed(error=reason, spend=spend)]
-
-
-def tally_spend(record: RunRecord) -> Spend:
-    """Spend recounted from the stored calls (for runs that ended without a tally).
-
-    `calls` counts requests, as the live tally does: an answer that was
-    embedded made two, and so did a baseline the log-prob scorer then scored.
-    """
-    calls = [c for c in [record.baseline, *record.evaluations] if c is not None]
-    costs = [c.cost_usd for c in calls]
-    scored_baseline = record.scorer == "logprob" and record.baseline is not None
-    return Spend(
-        usd=None if any(c is None for c in costs) else round(sum(costs), 10),
-        calls=sum((not c.cache_hit) * (1 + (c.embed_tokens > 0)) for c in calls)
-        + (scored_baseline and not record.baseline.cache_hit),
-        cache_hits=sum(c.cache_hit for c in calls),
-        prompt_tokens=sum(c.prompt_tokens for c in calls),
-        completion_tokens=sum(c.completion_tokens for c in calls),
-        embed_tokens=sum(c.embed_tokens for c in calls),
-    )
