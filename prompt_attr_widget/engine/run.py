@@ -226,11 +226,12 @@ class _Run:
 
     def estimate(self, round_: int, *, live: bool = False) -> Estimate:
         c = self.config
-        self.scores, fit = estimate(
+        scores, fit = estimate(
             c.method, len(self.spans), list(self.evaluated.values()), self.noise,
             masks=self.plan.masks, keep_prob=c.keep_prob, seed=c.seed, bootstrap=0 if live else BOOTSTRAP,
         )
-        return Estimate(round=round_, attribution=self.scores, surrogate=fit)
+        self.scores = scores  # (the final surrogate fit runs in a thread: return its own scores, not the attribute)
+        return Estimate(round=round_, attribution=scores, surrogate=fit)
 
     async def passes(self) -> AsyncIterator:
         n, c = len(self.spans), self.config
