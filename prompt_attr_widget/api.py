@@ -22,7 +22,7 @@ from .core.options import RESUMABLE
 from .core.schema import RunRecord
 from .engine.cache import CallCache
 from .engine.redact import redactor_for
-from .engine.run import closing_events, run_events
+from .engine.run import RunStream
 from .engine.run import score_deletions as _score_deletions
 from .store.runs import RunSummary, RunWriter, read_run
 from .store.runs import list_runs as _list_runs
@@ -85,17 +85,16 @@ async def attribute_async(
     sinks = [on_event] if callable(on_event) else list(on_event or [])
     store.redactor = redactor_for(config)
     cache = open_cache(config)
-    unreported: list = []
-    events = None
+    stream = None
     try:
         if stored is None:
             run_id = store.reserve()  # before any call: a runs folder we cannot write fails here
         else:
             store.resume(stored)
             run_id = stored.run_id
-        events = run_events(prompt, config, backend, cache=cache, run_id=run_id, stored=stored, unreported=unreported,
-                            rerun_of=original.run_id if original else None)
-        async for event in events:
+        stream = RunStream(prompt, config, backend, cache=cache, run_id=run_id, stored=stored,
+                           rerun_of=original.run_id if original else None)
+        async for event in stream.events():
             if isinstance(event, TERMINAL) and store.record is not None:
                 # Backends learn part of their fingerprint from answers (OpenAI's
                 # system_fingerprint): record it before run.json is written.
@@ -104,14 +103,12 @@ async def attribute_async(
             for sink in sinks:
                 sink(event)
     except (asyncio.CancelledError, KeyboardInterrupt):
-        await _close(events)  # answers already back are collected into `unreported`
         reason = "interrupted (Ctrl-C or Stop); every result received so far is saved"
-        _tell(sinks, store.end(unreported, lambda record: closing_events(record, "aborted", reason)))
+        _tell(sinks, await _stop(stream, store, "aborted", reason))
         raise
     except BaseException as exc:
-        await _close(events)
         reason = f"{type(exc).__name__}: {exc}"
-        _tell(sinks, store.end(unreported, lambda record: closing_events(record, "failed", reason)))
+        _tell(sinks, await _stop(stream, store, "failed", reason))
         raise
     finally:
         store.release()
@@ -163,11 +160,18 @@ def kept_config(stored, prompt: str | None, *, model: str | None, base_url: str 
     return asked
 
 
-async def _close(events) -> None:
-    """Stop the engine's stream so it cancels its calls and hands over answers already back."""
-    if events is not None:
-        with contextlib.suppress(BaseException):
-            await events.aclose()
+async def _stop(stream: RunStream | None, store: RunWriter, status: str, reason: str) -> list:
+    """End a run stopped outside its stream (an interrupt, a crash in a sink).
+
+    The engine's stream is closed, so the run cancels its calls and hands
+    over the answers already back; the store saves those, then the run's
+    own closing events (its estimate and its spend). Returns the events
+    stored, for the other sinks.
+    """
+    if stream is None:
+        return []  # stopped before the run was asked for: nothing to close
+    await stream.aclose()  # answers already back are collected into `stream.unreported`
+    return store.end(stream.unreported, lambda: stream.closing_events(status, reason))
 
 
 async def ab_async(prompt_a: str, prompt_b: str, **options):

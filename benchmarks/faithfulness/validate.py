@@ -102,7 +102,7 @@ class Generator:
         return segment(prompt, "line")
 
     def answer(self, prompt: str, system: str | None, dropped=()) -> str:
-        from prompt_attr_widget.engine.run import messages_for
+        from prompt_attr_widget.engine.plan import messages_for
         from prompt_attr_widget.stages.segment import render
 
         spans = self.spans(prompt)

@@ -4,20 +4,26 @@ segment → plan → evaluate (concurrent, cached, budgeted) → score → estim
 The engine knows nothing of its sinks; the run store, the widget and the
 CLI each consume the same events. Errors never escape as exceptions once
 the run has started: they end the stream with RunFailed or RunAborted, so
-every sink can close the run cleanly with what was already paid for.
+every sink can close the run cleanly with what was already paid for. A run
+stopped from outside the stream (an interrupt, a crash in a sink) is ended
+by its caller with the run's own closing events (`RunStream`).
+
+The parts: the plan (plan.py), the scorer (scorers.py), the concurrent
+batches (batches.py), the spend and timings over sessions (ledger.py); the
+run here strings them into stages: baseline, noise, passes, faithfulness.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 
-from ..backends.base import Backend, GenerationParams, LogprobBackend
+from ..backends.base import Backend, GenerationParams
 from ..core.config import AttributionConfig
-from ..core.cost import call_cost, messages_tokens
-from ..core.errors import BackendError, PromptAttrError, UsageError
+from ..core.errors import PromptAttrError, UsageError
 from ..core.events import (
     BaselineDone,
     Estimate,
@@ -36,36 +42,26 @@ from ..core.schema import BackendRecord, Evaluation, Faithfulness, RunRecord, Sp
 from ..core.version import __version__
 from ..stages.estimate import estimate
 from ..stages.faithfulness import RANDOM_DRAWS, predicted, random_subsets, spearman, top_k
-from ..stages.noise import MIN_EFFECT, default_repeats, noise_floor, pairwise
-from ..stages.plan import (
-    Group,
-    leave_one_out,
-    random_masks,
-    select_for_refinement,
-    split,
-    worst_case_groups,
-)
-from ..stages.score import UNITS, cosine, distance_score, resolve_target, target_lost
-from ..stages.segment import render, segment
+from ..stages.noise import default_repeats, noise_floor, pairwise
+from ..stages.plan import Group, leave_one_out, random_masks, select_for_refinement, split
+from ..stages.score import resolve_target
+from ..stages.segment import segment
 from ..stages.surrogate import BOOTSTRAP
+from .batches import Batches
 from .budget import Budget, check_projection
 from .cache import CallCache
-from .evaluate import BudgetExhausted, Embedded, Evaluator
+from .evaluate import BudgetExhausted, Evaluator
+from .ledger import Ledger
+from .plan import Plan
+from .scorers import Scorer, choose_scorer, resumed_scorer
 
 LIVE_REFIT_EVERY = 8  # surrogate runs refit and send an estimate every this many masks
-
-
-
-
-def messages_for(prompt_text: str, system: str | None) -> list[dict]:
-    messages = [{"role": "system", "content": system}] if system else []
-    return [*messages, {"role": "user", "content": prompt_text}]
 
 
 class _Run:
     """State of one run while its events stream."""
 
-    def __init__(self, prompt, config, backend, cache, run_id, scorer, stored: RunRecord | None = None):
+    def __init__(self, prompt, config, backend, cache, run_id, scorer: Scorer, stored: RunRecord | None = None):
         self.prompt, self.config, self.backend, self.run_id = prompt, config, backend, run_id
         self.scorer = scorer
         self.stored = stored  # a stopped run being resumed: its results are reused, never re-paid
@@ -74,42 +70,54 @@ class _Run:
         self.evaluator = Evaluator(
             backend, cache, self.budget, self.params, concurrency=config.concurrency, rpm=config.rpm
         )
+        self.ledger = Ledger(self.evaluator, stored)
+        self.batches = Batches(config.concurrency)
         self.repeats = config.noise_repeats or default_repeats(backend.info.backend)
-        self.timings: dict[str, float] = {}
+        self.plan: Plan | None = None  # made by `header`, once the prompt is segmented
         self.evaluated: dict[tuple[int, ...], Evaluation] = {}  # attribution evaluations by deleted spans
         self.checks: dict[tuple[int, ...], Evaluation] = {}  # faithfulness evaluations
         self.noise = None
         self.noise_points: list = []  # what each repeated baseline answered, in the scorer's terms
-        self.masks: list[tuple[int, ...]] | None = None
         self.scores: list = []
-        self.started = time.perf_counter()
-        self.done = 0
-        self.planned = 0
-        self.unreported: list[Evaluated] = []  # answers that came back but were never streamed
-        self.tasks: list[asyncio.Future] = []  # the measurements of the batch in flight
-        # Evaluations, not just calls, are limited: an evaluation that has its answer
-        # gets its embedding before further answers are bought, so results arrive
-        # (and are saved) steadily instead of all at the end of a batch.
-        self.slots = asyncio.Semaphore(config.concurrency)
 
-    def _timed(self, stage: str, since: float) -> None:
-        self.timings[stage] = round(self.timings.get(stage, 0.0) + (time.perf_counter() - since) * 1000, 3)
+    @property
+    def spans(self):
+        return self.plan.spans
+
+    @property
+    def unreported(self) -> list[Evaluated]:
+        return self.batches.unreported
+
+    @unreported.setter
+    def unreported(self, events: list[Evaluated]) -> None:
+        self.batches.unreported = events
+
+    # --- plan ---------------------------------------------------------------------------------
 
     def header(self) -> tuple[RunRecord, int]:
+        """Segment and plan; the run's record as it starts, and the evaluations it may make at most."""
+        worst = self._segment_and_plan()
+        return self._record(worst), worst
+
+    def _segment_and_plan(self) -> int:
         t = time.perf_counter()
         c = self.config
-        self.spans = segment(self.prompt, c.segment, window_tokens=c.window_tokens, spans=c.spans)
-        if self.stored is not None and self.spans != self.stored.spans:
+        spans = segment(self.prompt, c.segment, window_tokens=c.window_tokens, spans=c.spans)
+        if self.stored is not None and spans != self.stored.spans:
             raise UsageError(
                 f"run {self.run_id} was segmented differently from what this version of prompt_attr "
                 "gives for its prompt and options, so it cannot be resumed: start a new run"
             )
-        self._timed("segment_ms", t)
+        self.ledger.timed("segment_ms", t)
         t = time.perf_counter()
-        worst = self.planned_evaluations()
-        self._timed("plan_ms", t)
-        info = self.backend.info
-        record = RunRecord(
+        self.plan = Plan(self.prompt, c, spans, self.repeats)
+        worst = self.plan.evaluations()
+        self.ledger.timed("plan_ms", t)
+        return worst
+
+    def _record(self, worst: int) -> RunRecord:
+        c, info = self.config, self.backend.info
+        return RunRecord(
             run_id=self.run_id,
             created_at=datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
             library_version=__version__,
@@ -126,157 +134,63 @@ class _Run:
             ),
             spans=self.spans,
             projected_usd=self.projected_cost(worst),
-            scorer=self.scorer,
-            score_unit=UNITS[self.scorer],
+            scorer=self.scorer.name,
+            score_unit=self.scorer.unit,
         )
-        return record, worst
-
-    def straight_to_loo(self) -> bool:
-        """With this few spans a coarse pass cannot save calls: leave-one-out it is."""
-        return self.config.method == "loo" or (
-            self.config.method == "hierarchical" and len(self.spans) <= 2 / self.config.group_fraction
-        )
-
-    def planned_evaluations(self) -> int:
-        """Evaluations this run may make at most: attribution, noise repeats and checks."""
-        c, n = self.config, len(self.spans)
-        if c.method == "surrogate":
-            attribution = c.masks
-        elif self.straight_to_loo():
-            attribution = n
-        else:
-            attribution = worst_case_groups(n, self.spans, self.prompt, c.group_fraction)
-        checks = 0 if c.faithfulness == "off" else 1 + RANDOM_DRAWS[c.faithfulness]
-        heldout = c.heldout_masks if c.faithfulness == "full" else 0
-        return attribution + self.repeats - 1 + checks + heldout
 
     def projected_cost(self, evaluations: int) -> float | None:
-        """Upper-bound spend: every planned call at full prompt length and max_tokens."""
-        info = self.backend.info
-        prompt_tokens = messages_tokens(messages_for(self.prompt, self.config.system), bound=False)
-        chat = call_cost(info.price, prompt_tokens, self.config.max_tokens)
-        embed = call_cost(info.embed_price, self.config.max_tokens)
-        if chat is None or embed is None:
-            return None
-        # + the baseline, and its scoring call under the log-probability scorer
-        return (evaluations + 1 + (self.scorer == "logprob")) * (chat + embed)
+        """Upper-bound spend of these evaluations, the baseline (and its scoring call) added."""
+        return self.plan.projected_cost(evaluations, self.backend.info, 1 + self.scorer.scores_baseline)
 
-    def messages(self, dropped: tuple[int, ...]) -> list[dict]:
-        keep = [True] * len(self.spans)
-        for i in dropped:
-            keep[i] = False
-        return messages_for(render(self.prompt, self.spans, keep), self.config.system)
+    # --- measuring ----------------------------------------------------------------------------
 
     async def baseline(self) -> AsyncIterator:
         """The baseline answer, the target within it, and what later scores compare against."""
         t = time.perf_counter()
         stored = self.stored.baseline if self.stored is not None else None
-        self.base_call = stored or await self.evaluator.complete(self.messages(()))
-        answer = self.base_call.output
+        messages = self.plan.messages(())
+        self.base_call = stored or await self.evaluator.complete(messages)
         try:
-            self.target = resolve_target(answer, self.config.target)
+            self.target = resolve_target(self.base_call.output, self.config.target)
         except UsageError:
             if stored is None:
                 yield BaselineDone(baseline=self.base_call)  # paid for: stored even though the run stops
             raise
-        self.answer_range = (self.target.start, self.target.end) if self.target else (0, len(answer))
-        if self.scorer == "logprob":
-            call, scored = await self.evaluator.logprob(self.messages(()), answer)
-            self.base_value = scored.mean_over(*self.answer_range)
-            if self.base_value is None:
-                raise UsageError(
-                    "the baseline answer is empty, so the log-probability scorer has nothing to score: "
-                    "check the prompt and --max-tokens, or use --scorer embedding"
-                )
-            self._add_cost(self.base_call, call.cost_usd)
-        elif self.scorer == "embedding":
-            self.base_vec: Embedded = await self.evaluator.embed(answer)
-            self.base_call.embed_tokens = self.base_vec.tokens
-            self._add_cost(self.base_call, self.base_vec.cost_usd)
-        self._timed("baseline_ms", t)
+        await self.scorer.prepare(self.evaluator, messages, self.base_call, self.target)
+        self.ledger.timed("baseline_ms", t)
         if stored is None:
             yield BaselineDone(baseline=self.base_call, target=self.target)
 
-    @staticmethod
-    def _add_cost(call, cost: float | None) -> None:
-        if call.cost_usd is not None:
-            call.cost_usd = None if cost is None else call.cost_usd + cost
-
     async def measure(self, dropped: tuple[int, ...], purpose: str, round_: int, repeat: int = 0) -> Evaluation:
         """Score the prompt with these spans deleted against the baseline."""
-        messages = self.messages(dropped)
-        extra: dict = {}
-        if self.scorer == "logprob":
-            call, scored = await self.evaluator.logprob(messages, self.base_call.output, repeat=repeat)
-            value = scored.mean_over(*self.answer_range)
-            if value is None:
-                raise BackendError("the server returned no log-probabilities for the answer's tokens")
-            score, extra["target_logprob"] = self.base_value - value, value
-            point = value
-        else:
-            call = await self.evaluator.complete(messages, repeat=repeat)
-            point = call.output
-            if self.scorer == "target_overlap":
-                score = target_lost(self.target.text, call.output)
-            elif call.output == self.base_call.output:
-                score, extra["cosine"] = 0.0, 1.0  # identical answer: distance 0, no embedding needed
-                point = self.base_vec.vector
-            else:
-                embed = await self.evaluator.embed(call.output)
-                extra["cosine"] = cosine(self.base_vec.vector, embed.vector)
-                score, point = distance_score(extra["cosine"]), embed.vector
-                call.embed_tokens = embed.tokens
-                self._add_cost(call, embed.cost_usd)
+        m = await self.scorer.measure(self.evaluator, self.plan.messages(dropped), repeat=repeat)
         if purpose == "noise":
-            self.noise_points.append(point)
+            self.noise_points.append(m.point)
         return Evaluation(
-            **call.model_dump(),
-            id=-1,  # numbered in order of arrival by _stream
+            **m.call.model_dump(),
+            id=-1,  # numbered in order of arrival by Batches.run
             round=round_,
             dropped=list(dropped),
-            score=score,
+            score=m.score,
             purpose=purpose,
             repeat=repeat,
-            **extra,
+            **m.extra,
         )
 
     async def _stream(self, jobs: list) -> AsyncIterator:
         """Run measurements concurrently, yielding events as results arrive."""
-        self.planned = self.done + len(jobs)
         t = time.perf_counter()
-        tasks = self.tasks = [asyncio.ensure_future(self._gated(job)) for job in jobs]
         try:
-            for next_done in asyncio.as_completed(tasks):
-                ev = await next_done
-                ev.id = self.done  # numbered in order of arrival
-                self.done += 1
+            async for ev in self.batches.run(jobs):
                 yield Evaluated(evaluation=ev)
                 yield self.progress()
         finally:
             self.halt()
-            self._timed("evaluate_ms", t)
-
-    async def _gated(self, job):
-        try:
-            async with self.slots:
-                return await job
-        finally:
-            job.close()  # cancelled before it started: no "never awaited" warning
+            self.ledger.timed("evaluate_ms", t)
 
     def halt(self) -> None:
-        """Cancel the measurements in flight; answers already back are kept for the store.
-
-        Called when a batch ends and when the whole stream is closed from
-        outside (an interrupt in a sink): closing the outer generator does
-        not close the nested ones at once, so the run itself must stop them.
-        """
-        for task in self.tasks:
-            task.cancel()
-        for task in self.tasks:
-            if task.done() and not task.cancelled() and task.exception() is None and task.result().id == -1:
-                task.result().id = self.done
-                self.done += 1
-                self.unreported.append(Evaluated(evaluation=task.result()))
+        """Cancel the measurements in flight; answers already back are kept (see Batches.halt)."""
+        self.batches.halt()
 
     async def run_pass(self, masks: list[tuple[int, ...]], round_: int, purpose: str = "attribution") -> AsyncIterator:
         """Evaluate masks not evaluated yet, concurrently."""
@@ -298,89 +212,37 @@ class _Run:
             self.noise = self.stored.noise
             return
         stored = [e for e in self.stored.evaluations if e.purpose == "noise"] if self.stored else []
-        self.noise_points = [await self._noise_point(e) for e in stored]
+        self.noise_points = [await self.scorer.stored_point(self.evaluator, e) for e in stored]
         done = {e.repeat for e in stored}
         jobs = [self.measure((), "noise", -1, repeat=r) for r in range(1, self.repeats) if r not in done]
         async for event in self._stream(jobs):
             yield event
-        if self.scorer == "logprob":
-            first, distance = self.base_value, lambda a, b: abs(a - b)
-        elif self.scorer == "embedding":
-            first, distance = self.base_vec.vector, lambda a, b: distance_score(cosine(a, b))
-        else:
-            target = self.target.text
-            first, distance = self.base_call.output, lambda a, b: abs(target_lost(target, a) - target_lost(target, b))
-        samples = pairwise([first, *self.noise_points], distance)
-        min_effect = self.config.min_effect if self.config.min_effect is not None else MIN_EFFECT[self.scorer]
+        samples = pairwise([self.scorer.baseline_point(), *self.noise_points], self.scorer.distance)
+        min_effect = self.config.min_effect if self.config.min_effect is not None else self.scorer.min_effect
         self.noise = noise_floor(samples, self.repeats, min_effect)
         yield NoiseMeasured(noise=self.noise)
 
-    async def _noise_point(self, e: Evaluation):
-        """What a stored repeated baseline answered, in the scorer's terms (as `measure` keeps it)."""
-        if self.scorer == "logprob":
-            return e.target_logprob
-        if self.scorer == "target_overlap" or e.output is None:
-            return e.output
-        if e.output == self.base_call.output:
-            return self.base_vec.vector
-        return (await self.evaluator.embed(e.output)).vector
-
-    def restore(self) -> None:
-        """Take a stopped run's stored evaluations as done: they are reused, never asked again."""
-        for e in self.stored.evaluations:
-            if e.purpose == "attribution":
-                self.evaluated[tuple(e.dropped)] = e
-            elif e.purpose in ("faithfulness", "heldout"):
-                self.checks[tuple(e.dropped)] = e
-        self.done = max((e.id for e in self.stored.evaluations), default=-1) + 1
-        if self.stored.spend.usd is None:
-            self.budget.unknown = True
-        else:
-            self.budget.spent = self.stored.spend.usd
-
-    def spend(self) -> Spend:
-        """Spend so far, every session of the run included (the budget already holds earlier dollars)."""
-        now = self.evaluator.spend_snapshot()
-        if self.stored is None:
-            return now
-        before = self.stored.spend
-        counts = ("calls", "cache_hits", "prompt_tokens", "completion_tokens", "embed_tokens")
-        return now.model_copy(update={k: getattr(now, k) + getattr(before, k) for k in counts})
-
-    def progress(self) -> Progress:
-        elapsed = time.perf_counter() - self.started
-        remaining = self.planned - self.done
-        eta = elapsed / self.done * remaining if self.done else None
-        spend = self.spend()
-        return Progress(
-            done=self.done,
-            planned=self.planned,
-            calls=spend.calls,
-            cache_hits=spend.cache_hits,
-            spend_usd=spend.usd,
-            elapsed_s=round(elapsed, 3),
-            eta_s=None if eta is None else round(eta, 3),
-        )
+    # --- passes -------------------------------------------------------------------------------
 
     def estimate(self, round_: int, *, live: bool = False) -> Estimate:
         c = self.config
-        self.scores, fit = estimate(
+        scores, fit = estimate(
             c.method, len(self.spans), list(self.evaluated.values()), self.noise,
-            masks=self.masks, keep_prob=c.keep_prob, seed=c.seed, bootstrap=0 if live else BOOTSTRAP,
+            masks=self.plan.masks, keep_prob=c.keep_prob, seed=c.seed, bootstrap=0 if live else BOOTSTRAP,
         )
-        return Estimate(round=round_, attribution=self.scores, surrogate=fit)
+        self.scores = scores  # (the final surrogate fit runs in a thread: return its own scores, not the attribute)
+        return Estimate(round=round_, attribution=scores, surrogate=fit)
 
     async def passes(self) -> AsyncIterator:
         n, c = len(self.spans), self.config
         if c.method == "surrogate":
-            self.masks = random_masks(n, c.masks, c.keep_prob, c.seed)
-            async for event in self.run_pass(self.masks, 0):
+            async for event in self.run_pass(self.plan.masks, 0):
                 yield event
                 if isinstance(event, Evaluated) and len(self.evaluated) % LIVE_REFIT_EVERY == 0:
                     yield self.estimate(0, live=True)  # the heat-map fills in while masks arrive
             yield await asyncio.to_thread(self.estimate, 0)  # the bootstrap runs off the event loop
             return
-        if self.straight_to_loo():
+        if self.plan.straight_to_loo():
             async for event in self.run_pass([g.dropped for g in leave_one_out(n)], 0):
                 yield event
             yield self.estimate(0)
@@ -423,26 +285,95 @@ class _Run:
             )
         )
 
+    # --- sessions: resume, spend, ending ------------------------------------------------------
+
+    def restore(self) -> None:
+        """Take a stopped run's stored evaluations as done: they are reused, never asked again."""
+        for e in self.stored.evaluations:
+            if e.purpose == "attribution":
+                self.evaluated[tuple(e.dropped)] = e
+            elif e.purpose in ("faithfulness", "heldout"):
+                self.checks[tuple(e.dropped)] = e
+        self.batches.done = max((e.id for e in self.stored.evaluations), default=-1) + 1
+        self.ledger.restore()
+
+    def spend(self) -> Spend:
+        """Spend so far, every session of the run included (see Ledger.spend)."""
+        return self.ledger.spend()
+
+    def progress(self) -> Progress:
+        return self.ledger.progress(self.batches.done, self.batches.planned)
+
     def total_timings(self) -> dict[str, float]:
         """Milliseconds per stage, summed over every session of the run."""
-        self.timings["total_ms"] = round((time.perf_counter() - self.started) * 1000, 3)
-        before = self.stored.timings_ms if self.stored is not None else {}
-        return {k: round(before.get(k, 0.0) + self.timings.get(k, 0.0), 3) for k in {*before, *self.timings}}
+        return self.ledger.total_timings()
+
+    async def settle(self) -> None:
+        """After the stream was closed from outside: wait for the cancelled calls to stop."""
+        await self.batches.settle()
+
+    def closing_events(self, status: str, reason: str) -> list:
+        """The events that end a run stopped outside its stream (an interrupt, a crash in a sink):
+        the estimate of what was evaluated (answers that came back unreported included), so the
+        run replays with its scores, and the ending with the spend and timings."""
+        for reported in self.unreported:
+            e = reported.evaluation
+            if e.purpose == "attribution":
+                self.evaluated.setdefault(tuple(e.dropped), e)
+        events = [self.estimate(max(ev.round for ev in self.evaluated.values()))] if self.evaluated else []
+        return [*events, ending(status, reason, self.spend(), self.total_timings())]
 
 
-async def choose_scorer(config: AttributionConfig, backend: Backend) -> str:
-    """The scorer a run uses: log-probabilities where the backend offers them (see score.py)."""
-    # No probe when the embedding scorer is asked for: a flaky probe must not stop such a run.
-    can = config.scorer != "embedding" and isinstance(backend, LogprobBackend) and await backend.supports_logprob()
-    if config.scorer == "logprob" and not can:
-        info = backend.info
-        raise UsageError(
-            f"{info.model} ({info.backend}) cannot score a given answer's log-probability: "
-            "use --scorer embedding, or auto to pick what the backend offers"
-        )
-    if config.scorer == "logprob" or (config.scorer == "auto" and can):
-        return "logprob"
-    return "target_overlap" if config.target is not None else "embedding"
+def ending(status: str, reason: str, spend: Spend, timings_ms: dict[str, float]):
+    """The event that ends a run stopped outside its stream: RunAborted or RunFailed."""
+    if status == "aborted":
+        return RunAborted(reason=reason, spend=spend, timings_ms=timings_ms)
+    return RunFailed(error=reason, spend=spend, timings_ms=timings_ms)
+
+
+class RunStream:
+    """One run's events, with the run behind them for the caller that has to stop it.
+
+    `events()` streams the run (see `run_events`). A caller that stops the
+    stream from outside (an interrupt, a crash in one of its sinks) calls
+    `aclose()`, stores `unreported` (answers that came back but were never
+    streamed: paid for), then ends the run with `closing_events(status,
+    reason)`: the live run's own estimate, spend and timings, earlier
+    sessions of a resumed run included, never a recount from what was stored.
+    """
+
+    def __init__(
+        self,
+        prompt: str,
+        config: AttributionConfig,
+        backend: Backend,
+        *,
+        cache: CallCache,
+        run_id: str,
+        stored: RunRecord | None = None,
+        rerun_of: str | None = None,
+    ):
+        self.run: _Run | None = None  # set by run_events once the run is made
+        self.unreported: list[Evaluated] = []
+        self._events = run_events(prompt, config, backend, cache=cache, run_id=run_id, stored=stored,
+                                  unreported=self.unreported, rerun_of=rerun_of, handle=self)
+
+    def events(self) -> AsyncIterator:
+        return self._events
+
+    async def aclose(self) -> None:
+        """Stop the stream: the run cancels its calls and keeps answers already back in `unreported`."""
+        with contextlib.suppress(BaseException):
+            await self._events.aclose()
+        if self.run is not None:
+            await self.run.settle()
+
+    def closing_events(self, status: str, reason: str) -> list:
+        """The events that end the stopped run: the estimate of what it evaluated, and RunAborted
+        (status "aborted") or RunFailed with its spend."""
+        if self.run is None:  # stopped before the run was made: nothing was asked or paid for
+            return [ending(status, reason, Spend(), {})]
+        return self.run.closing_events(status, reason)
 
 
 async def run_events(
@@ -455,6 +386,7 @@ async def run_events(
     stored: RunRecord | None = None,
     unreported: list | None = None,
     rerun_of: str | None = None,
+    handle: RunStream | None = None,
 ) -> AsyncIterator:
     """Stream the events of one attribution run.
 
@@ -464,16 +396,21 @@ async def run_events(
     baseline, noise floor and evaluations are reused and only the rest is
     asked for. Answers that arrive while the stream is being stopped are
     appended to `unreported`, so the caller can store what was paid for.
+    `handle` (a RunStream) is given the run once it is made, so the caller
+    can end a run it stopped with the run's own closing events.
     """
     info = backend.info
     if config.budget is not None and (info.price is None or info.embed_price is None):
         check_projection(None, config.budget, config.model)  # no price: say so before any request
-    scorer = stored.scorer if stored is not None else await choose_scorer(config, backend)
-    if stored is not None and scorer == "logprob":
-        await choose_scorer(config.model_copy(update={"scorer": "logprob"}), backend)  # still available?
+    if stored is None:
+        scorer = await choose_scorer(config, backend)
+    else:
+        scorer = await resumed_scorer(stored.scorer, config, backend)  # still available?
     run = _Run(prompt, config, backend, cache, run_id, scorer, stored)
     if unreported is not None:
         run.unreported = unreported
+    if handle is not None:
+        handle.run = run
     record, worst = run.header()
     record.rerun_of = rerun_of
     if stored is None:
@@ -525,43 +462,4 @@ async def score_deletions(
     async for _ in run.baseline():
         pass
     evaluations = await asyncio.gather(*(run.measure(tuple(sorted(set(d))), "attribution", 0) for d in deletions))
-    return [e.score for e in evaluations], run.scorer
-
-
-def estimate_record(record: RunRecord) -> Estimate:
-    """The estimate of a stored run's attribution evaluations (for runs stopped mid-pass)."""
-    c = record.settings
-    method, n = c.method, len(record.spans)
-    masks = random_masks(n, c.masks, c.keep_prob, c.seed) if method == "surrogate" else None
-    scores, fit = estimate(method, n, record.evaluations, record.noise, masks=masks, keep_prob=c.keep_prob, seed=c.seed)
-    rounds = [e.round for e in record.evaluations if e.purpose == "attribution"]
-    return Estimate(round=max(rounds, default=0), attribution=scores, surrogate=fit)
-
-
-def closing_events(record: RunRecord, status: str, reason: str) -> list:
-    """The events that end a run stopped outside the stream (an interrupt, a crash in a
-    sink): the attribution of what was evaluated, so it replays with its scores, and the
-    ending with the spend."""
-    events = [estimate_record(record)] if any(e.purpose == "attribution" for e in record.evaluations) else []
-    spend = tally_spend(record)
-    return [*events, RunAborted(reason=reason, spend=spend) if status == "aborted" else RunFailed(error=reason, spend=spend)]
-
-
-def tally_spend(record: RunRecord) -> Spend:
-    """Spend recounted from the stored calls (for runs that ended without a tally).
-
-    `calls` counts requests, as the live tally does: an answer that was
-    embedded made two, and so did a baseline the log-prob scorer then scored.
-    """
-    calls = [c for c in [record.baseline, *record.evaluations] if c is not None]
-    costs = [c.cost_usd for c in calls]
-    scored_baseline = record.scorer == "logprob" and record.baseline is not None
-    return Spend(
-        usd=None if any(c is None for c in costs) else round(sum(costs), 10),
-        calls=sum((not c.cache_hit) * (1 + (c.embed_tokens > 0)) for c in calls)
-        + (scored_baseline and not record.baseline.cache_hit),
-        cache_hits=sum(c.cache_hit for c in calls),
-        prompt_tokens=sum(c.prompt_tokens for c in calls),
-        completion_tokens=sum(c.completion_tokens for c in calls),
-        embed_tokens=sum(c.embed_tokens for c in calls),
-    )
+    return [e.score for e in evaluations], run.scorer.name

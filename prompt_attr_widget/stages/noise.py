@@ -6,7 +6,8 @@ where a repeat would only return the same answer). Nothing was deleted, so
 any score between two of those answers is pure noise: every pair is
 compared (k answers give k(k-1)/2 samples at no extra cost). The floor is
 the largest of them, and never below `min_effect`, the smallest effect
-worth reporting in the scorer's unit: a deterministic model has no
+worth reporting in the scorer's unit (each scorer's own, unless the config
+gives one; see engine/scorers.py): a deterministic model has no
 sampling noise, yet a 0.01 nats/token wobble is not a finding. The largest
 of a few samples can miss rare noise; `noise_repeats` buys more.
 
@@ -24,7 +25,6 @@ from collections.abc import Callable
 
 from ..core.schema import NoiseFloor, SpanScore
 
-MIN_EFFECT = {"logprob": 0.1, "embedding": 0.05, "target_overlap": 0.2}
 DETERMINISTIC_BACKENDS = ("local", "fake")
 
 

@@ -12,6 +12,9 @@ Three scorers, one per kind of backend access, each recorded with its unit:
 * `target_overlap` (black-box APIs with a target): the share of the target's
   words that no longer appear, in order, in the ablated answer. 0 means the
   target survives intact, 1 that none of it does.
+
+These are the formulas; the scorers that make the calls, each with its
+unit and smallest effect worth reporting, are classes in engine/scorers.py.
 """
 
 from __future__ import annotations
@@ -24,11 +27,6 @@ import numpy as np
 from ..core.errors import BackendError, UsageError
 from ..core.schema import Target
 
-UNITS = {
-    "logprob": "log-prob drop (nats/token)",
-    "embedding": "embedding distance (0-1)",
-    "target_overlap": "share of target lost (0-1)",
-}
 _WORD = re.compile(r"\w+")
 
 

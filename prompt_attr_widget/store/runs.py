@@ -151,19 +151,20 @@ class RunWriter:
             self._close()
         return event
 
-    def end(self, received: list | tuple, closing: Callable[[RunRecord], list]) -> list:
+    def end(self, received: list | tuple, closing: Callable[[], list]) -> list:
         """Close a run that ended outside the event stream (interrupt, crash in a sink).
 
         `received` are evaluations that came back but were not streamed yet:
-        paid for, so they are stored first. `closing` gives, for the record
-        as stored, the events that end it (the engine's estimate of what was
-        evaluated and its spend): the store computes none of them. Returns
-        the events written, so the caller can pass them on to other sinks.
+        paid for, so they are stored first. `closing()` gives the events that
+        end it, from the live run (its estimate of what was evaluated and its
+        spend): the store computes none of them, and asks only for a run it
+        still has open. Returns the events written, so the caller can pass
+        them on to other sinks.
         """
         if self.record is None or self.record.status != "running" or self._events is None or self._events.closed:
             return []  # never started, already closed, or its folder could not be made
         events = [self.handle(event) for event in received]
-        return events + [self.handle(event) for event in closing(self.record)]
+        return events + [self.handle(event) for event in closing()]
 
     def _open(self) -> None:
         try:

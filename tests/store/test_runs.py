@@ -13,8 +13,7 @@ import pytest
 import prompt_attr
 from prompt_attr import PromptAttrError, RunNotFound, UsageError
 from prompt_attr_widget.backends.fake import FakeBackend
-from prompt_attr_widget.core.events import RunStarted
-from prompt_attr_widget.engine.run import tally_spend
+from prompt_attr_widget.core.events import Evaluated, RunStarted
 from prompt_attr_widget.store.runs import (
     RUN_ID,
     atomic_write_json,
@@ -273,10 +272,32 @@ def test_runs_dir_comes_from_the_environment(runs_dir, monkeypatch):
 
 
 @pytest.mark.parametrize("logprobs", [False, True])
-def test_the_spend_recounted_from_stored_calls_matches_the_live_tally(runs_dir, logprobs):
-    """Stopped runs get their spend from tally_spend: it must count what the live tally counts."""
-    a = prompt_attr.attribute(PROMPT, backend=FakeBackend(logprobs=logprobs), runs_dir=runs_dir, cache=False)
-    recount = tally_spend(a.record)
-    live = a.record.spend
-    assert recount.calls == live.calls
-    assert recount.usd == pytest.approx(live.usd) and recount.prompt_tokens <= live.prompt_tokens
+def test_the_spend_recorded_for_a_stopped_run_is_the_live_tally(runs_dir, logprobs, monkeypatch):
+    """Stopped runs get their spend from the live run: it must count what the live tally counts."""
+    from prompt_attr_widget import api
+
+    streams = []
+
+    class Kept(api.RunStream):  # the run behind the stream, kept to read its live tally afterwards
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            streams.append(self)
+
+    monkeypatch.setattr(api, "RunStream", Kept)
+    backend = FakeBackend(logprobs=logprobs, price=prompt_attr.Price(input=1000, output=1000),
+                          embed_price=prompt_attr.Price(input=100))
+    evaluated = []
+
+    def stop_after_three(event):
+        evaluated.extend([event] if isinstance(event, Evaluated) else [])
+        if len(evaluated) == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(runs_dir, backend=backend, cache=False, method="loo", on_event=stop_after_three)
+    [run_id] = run_ids(runs_dir)
+    recorded = read_run(run_id, runs_dir).spend
+    live = streams[0].run.spend()
+    assert read_run(run_id, runs_dir).status == "aborted"
+    assert recorded.calls == live.calls == backend.calls + backend.embed_calls + backend.logprob_calls
+    assert recorded.usd == pytest.approx(live.usd) and recorded.prompt_tokens <= live.prompt_tokens
