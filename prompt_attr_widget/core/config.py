@@ -76,6 +76,13 @@ class _Rules(BaseModel):
             raise ValueError("redact_patterns only apply with redact=True (--redact)")
         return self
 
+    def estimator(self, n_spans: int) -> str:
+        """The method a run of this many spans really uses: with at most 2 / group_fraction
+        spans a coarse hierarchical pass cannot save calls, so it is leave-one-out."""
+        if self.method == "hierarchical" and n_spans <= 2 / self.group_fraction:
+            return "loo"
+        return self.method
+
     @classmethod
     def build(cls, **options) -> AttributionConfig:
         """Validate options, turning pydantic's report into one readable UsageError."""

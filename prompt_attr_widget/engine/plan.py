@@ -36,9 +36,7 @@ class Plan:
 
     def straight_to_loo(self) -> bool:
         """With this few spans a coarse pass cannot save calls: leave-one-out it is."""
-        return self.config.method == "loo" or (
-            self.config.method == "hierarchical" and len(self.spans) <= 2 / self.config.group_fraction
-        )
+        return self.config.estimator(len(self.spans)) == "loo"
 
     def evaluations(self) -> int:
         """Evaluations this run may make at most: attribution, noise repeats and checks."""

@@ -111,7 +111,7 @@ def run_notes(record: RunRecord) -> list[str]:
     if method == "surrogate" and fit:
         r2 = "n/a" if fit.r2 is None else f"{fit.r2:.2f}"
         notes = [f"estimator: surrogate (LASSO on {fit.masks} random masks, R² {r2}, ± = bootstrap s.e.)"]
-    elif method == "loo" or len(record.spans) <= 2 / c.group_fraction:
+    elif c.estimator(len(record.spans)) == "loo":
         few = "" if method == "loo" else " (too few spans for hierarchical passes)"
         notes = [f"estimator: leave-one-out{few}"]
     else:
