@@ -302,3 +302,12 @@ def test_the_reducer_folds_the_stop_and_a_resume_clears_it():
     assert record.stopped_by is None and record.status == "failed"
     record = apply_event(record, RunAborted(reason="interrupted (the budget was fine)", spend=Spend()))
     assert record.stopped_by is None  # an interrupt, whatever its reason says
+
+
+def test_the_readme_documents_every_option():
+    """The README's options table is written by hand: it must name every option of the table."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text("utf-8")
+    table = readme[readme.index("## Options"):readme.index("## How it works")]
+    missing = [o.name for o in OPTIONS
+               if not (o.cli_flag and f"`{o.cli_flag}" in table) and f"`{o.name}" not in table]
+    assert not missing, f"README's options table lacks {missing}"
