@@ -24,8 +24,9 @@
 //   baseline   text
 //   stop_requested  bool, set by the Stop button
 // Python decides what is drawn (colours, noise, ranking, diffs, figures); this file
-// applies it. Prompt and answers are untrusted: they only ever reach the DOM as text,
-// and a colour is applied only if it is an rgba() of numbers, as Python writes them.
+// applies it. Prompt and answers are untrusted: they only ever reach the DOM as text
+// (appendText: text nodes, each bidi control in a marked span of its own), and a colour
+// is applied only if it is an rgba() of numbers, as Python writes them.
 
 const COLOUR = /^rgba\(\d{1,3},\d{1,3},\d{1,3},(?:0|1|0?\.\d+)\)$/;
 
@@ -33,10 +34,42 @@ function colour(css) {
   return typeof css === "string" && COLOUR.test(css) ? css : "";
 }
 
+// Bidi controls (the class of core/text.py's BIDI_CONTROLS): each is drawn alone in an
+// isolating, outlined span (.pa-bidi in widget.css), so `user\u202eexe.txt` reads in its
+// logical order and the reader sees where a control sits; textContent stays exact.
+const BIDI = /[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/;
+const BIDI_SPLIT = /([\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069])/;
+
+function appendText(node, text) {
+  const s = String(text);
+  if (!BIDI.test(s)) {
+    node.appendChild(document.createTextNode(s));
+    return;
+  }
+  for (const piece of s.split(BIDI_SPLIT)) {
+    if (!piece) continue;
+    if (piece.length === 1 && BIDI.test(piece)) {
+      const mark = document.createElement("span");
+      mark.className = "pa-bidi";
+      mark.dir = "ltr";
+      mark.title = `U+${piece.charCodeAt(0).toString(16).toUpperCase().padStart(4, "0")}: a bidi control, shown here and not applied`;
+      mark.textContent = piece;
+      node.appendChild(mark);
+    } else {
+      node.appendChild(document.createTextNode(piece));
+    }
+  }
+}
+
+function setText(node, text) {
+  node.replaceChildren();
+  appendText(node, text);
+}
+
 function el(tag, cls, text) {
   const node = document.createElement(tag);
   if (cls) node.className = cls;
-  if (text !== undefined && text !== null) node.textContent = String(text);
+  if (text !== undefined && text !== null) appendText(node, text);
   return node;
 }
 
@@ -92,7 +125,7 @@ function render({ model, el: root }) {
     prompt.replaceChildren();
     spanNodes = [];
     (model.get("spans") || []).forEach((span, i) => {
-      if (span.pre) prompt.appendChild(document.createTextNode(span.pre));
+      if (span.pre) appendText(prompt, span.pre);
       const node = el("span", "pa-span", span.text);
       node.dataset.index = String(i);
       node.tabIndex = 0;
@@ -106,7 +139,7 @@ function render({ model, el: root }) {
       spanNodes.push(node);
     });
     const tail = model.get("tail");
-    if (tail) prompt.appendChild(document.createTextNode(tail));
+    if (tail) appendText(prompt, tail);
   }
 
   // Noise is never shown as signal: Python flags it (views/scale.py) and sends no colour.
@@ -180,11 +213,11 @@ function render({ model, el: root }) {
     const diff = el("div", "pa-diff");
     const h = model.get("header") || {};
     if (h.scorer === "logprob" && (output === undefined || output === null)) {
-      diff.textContent = "Not regenerated: this run scores how much less likely the baseline answer" +
-        (h.target ? ` (its part ${JSON.stringify(h.target)})` : "") + " becomes without the span.";
+      setText(diff, "Not regenerated: this run scores how much less likely the baseline answer" +
+        (h.target ? ` (its part ${JSON.stringify(h.target)})` : "") + " becomes without the span.");
     } else if (output === undefined || output === null) {
-      diff.textContent = s === null || s === undefined ? "not evaluated yet" :
-        (h.method === "surrogate" ? "(a surrogate weight: no single answer without this span)" : "(answer not available)");
+      setText(diff, s === null || s === undefined ? "not evaluated yet" :
+        (h.method === "surrogate" ? "(a surrogate weight: no single answer without this span)" : "(answer not available)"));
     } else {
       for (const [op, words] of output) {
         const [tag, cls] = op === "insert" ? ["ins", "add"] : op === "delete" ? ["del", "del"] : ["span", "same"];
@@ -250,7 +283,7 @@ function render({ model, el: root }) {
 
   buildPrompt();
   loadCheckpoint();
-  baselineBox.textContent = model.get("baseline") || "…";
+  setText(baselineBox, model.get("baseline") || "…");
   paint();
   paintStatus();
   showDetail(null);
@@ -264,7 +297,7 @@ function render({ model, el: root }) {
     paint();
     if (state.selected !== null) showDetail(state.selected);
   };
-  const onBaseline = () => { baselineBox.textContent = model.get("baseline") || "…"; };
+  const onBaseline = () => { setText(baselineBox, model.get("baseline") || "…"); };
   const handlers = [
     ["change:spans", onSpans],
     ["change:scores", onCheckpoint],

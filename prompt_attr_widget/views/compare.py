@@ -13,13 +13,12 @@ a model or reads the disk.
 
 from __future__ import annotations
 
-import html
 import json
 from dataclasses import asdict, dataclass, field
 
 from ..core import options
 from ..core.schema import RunRecord
-from ..core.text import safe_terminal_text, usd
+from ..core.text import safe_html_text, safe_terminal_text, usd
 from ..stages.align import AlignedSpan, align_spans, changes, word_diff
 from .scale import heat_css, paint, scale_top
 
@@ -284,12 +283,13 @@ def _heat_cell(text: str | None, score: float | None, drawn: tuple[str, bool]) -
     else:
         style, cls, note = (f"background:{css};border-radius:3px" if css else ""), "pa-span", ""
     title = f"score {_num(score)}{note}"
-    return f'<td><span class="{cls}" style="{style}" title="{title}">{html.escape(text)}</span></td>'
+    return f'<td><span class="{cls}" style="{style}" title="{title}">{safe_html_text(text)}</span></td>'
 
 
 def comparison_html(c: Comparison) -> str:
-    """Static HTML (notebook `_repr_html_` and reports); every prompt and answer text is escaped."""
-    e = html.escape
+    """Static HTML (notebook `_repr_html_` and reports); every prompt and answer text goes
+    through `safe_html_text` (escaped, bidi controls inert)."""
+    e = safe_html_text
     colours = {"same": "transparent", "changed": "rgba(234,179,8,.25)", "added": "rgba(34,197,94,.25)",
                "removed": "rgba(239,68,68,.2)"}
     rows = "".join(
@@ -317,7 +317,7 @@ def comparison_html(c: Comparison) -> str:
         f"{'same answer' if c.same_answer else 'answers differ'}</p>{note}{legend}"
         '<table><thead><tr><th></th><th>span in A</th><th>span in B</th><th>A</th><th>B</th><th>Δ</th></tr></thead>'
         f"<tbody>{rows}</tbody></table><p>Answer: {answer}</p><ul>{changes}</ul>"
-        f"<p>{html.escape(c.cost_line())}</p></div>"
+        f"<p>{e(c.cost_line())}</p></div>"
     )
 
 

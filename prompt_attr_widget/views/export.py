@@ -3,7 +3,8 @@
 A report is one HTML file with its styles inline and nothing to fetch (no
 script, no font, no image, and a Content-Security-Policy that forbids
 loading anything), so it opens offline in any browser and can be mailed or
-attached to a ticket. Every prompt and answer text in it is escaped.
+attached to a ticket. Every prompt and answer text in it goes through
+`safe_html_text`: escaped, and with every bidi control inert and marked.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import json
 from collections.abc import Iterable
 
 from ..core.schema import RunRecord
-from ..core.text import safe_json_text
+from ..core.text import safe_html_text, safe_json_text, safe_terminal_text
 from .html import heatmap_html
 
 SPAN_COLUMNS = ("index", "start", "end", "text", "score", "stderr", "significant", "resolved")
@@ -70,11 +71,11 @@ def report_html(title: str, body_parts: Iterable[str]) -> str:
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; style-src \'unsafe-inline\'">'
-        f"<title>{html.escape(title)}</title>"
+        f"<title>{html.escape(safe_terminal_text(title))}</title>"  # no element in a title: escapes
         "<style>body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#111}"
         "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 6px;vertical-align:top;text-align:left}"
         "ins{background:rgba(34,197,94,.3);text-decoration:none}del{background:rgba(239,68,68,.25)}</style>"
-        f"</head><body><h1>{html.escape(title)}</h1>{''.join(body_parts)}"
+        f"</head><body><h1>{safe_html_text(title)}</h1>{''.join(body_parts)}"
         "<p style=\"color:#666\">made by prompt_attr</p></body></html>\n"
     )
 
@@ -84,7 +85,7 @@ def run_report(record: RunRecord) -> str:
     table = "".join(
         f"<tr><td>{r['index']}</td><td>{_number(r['score'])}</td>"
         f"<td>{_number(r['stderr'])}</td><td>{_flag(r['significant'])}</td>"
-        f"<td>{html.escape(r['text'])}</td></tr>"
+        f"<td>{safe_html_text(r['text'])}</td></tr>"
         for r in rows(record, "spans")
     )
     return report_html(

@@ -1,17 +1,17 @@
 """The static HTML heat-map of a run (notebook `_repr_html_`, nbconvert, reports).
 
-Prompt text is untrusted: every character of it goes through `html.escape`,
-so `<script>` shows as text. Output is deterministic (fixed number formats,
+Prompt text is untrusted: every character of it goes through
+`safe_html_text` (core/text.py), so `<script>` shows as text and a bidi
+control reorders nothing (`user\u202eexe.txt` reads in its logical order,
+the control marked where it sits). Output is deterministic (fixed number formats,
 no random ids, no times), so a notebook's stored output is stable. Colours,
 significance and ranking come from views/scale.py, as in every view.
 """
 
 from __future__ import annotations
 
-import html
-
 from ..core.schema import RunRecord
-from ..core.text import one_line
+from ..core.text import one_line, safe_html_text
 from .scale import heat, heat_css, plus_minus, run_notes, scale_max, signal
 
 
@@ -20,10 +20,10 @@ def heatmap_html(record: RunRecord, top_k: int = 5) -> str:
     top = scale_max(record)
     parts, cursor = [], 0
     for span in record.spans:
-        parts.append(html.escape(record.prompt[cursor : span.start]))
+        parts.append(safe_html_text(record.prompt[cursor : span.start]))
         s = scores.get(span.index)
         if s is None:
-            parts.append(f'<span class="pa-span pa-pending" data-index="{span.index}">{html.escape(span.text)}</span>')
+            parts.append(f'<span class="pa-span pa-pending" data-index="{span.index}">{safe_html_text(span.text)}</span>')
         else:
             intensity = heat(s, top)
             note = "" if s.resolved else " (share of an unrefined group)"
@@ -34,22 +34,22 @@ def heatmap_html(record: RunRecord, top_k: int = 5) -> str:
             cls = "pa-span" if intensity is not None else "pa-span pa-noise"
             parts.append(
                 f'<span class="{cls}" data-index="{span.index}" style="{style}" '
-                f'title="span {span.index}: score {s.score:.3f}{plus_minus(s)}{note}">{html.escape(span.text)}</span>'
+                f'title="span {span.index}: score {s.score:.3f}{plus_minus(s)}{note}">{safe_html_text(span.text)}</span>'
             )
         cursor = span.end
-    parts.append(html.escape(record.prompt[cursor:]))
+    parts.append(safe_html_text(record.prompt[cursor:]))
     ranked = record.ranked()[:top_k]
     rows = "".join(
         f"<tr><td>{r.index}</td><td>{r.score:.3f}{'' if r.resolved else '*'}{plus_minus(r)}</td>"
-        f"<td>{signal(r)}</td><td>{html.escape(one_line(record.spans[r.index].text, 80))}</td></tr>"
+        f"<td>{signal(r)}</td><td>{safe_html_text(one_line(record.spans[r.index].text, 80))}</td></tr>"
         for r in ranked
     )
-    notes = "".join(f"<li>{html.escape(n)}</li>" for n in run_notes(record))
-    baseline = html.escape(record.baseline.output) if record.baseline else "(no baseline)"
-    status = html.escape(record.status + (f": {record.reason}" if record.reason else ""))
+    notes = "".join(f"<li>{safe_html_text(n)}</li>" for n in run_notes(record))
+    baseline = safe_html_text(record.baseline.output) if record.baseline else "(no baseline)"
+    status = safe_html_text(record.status + (f": {record.reason}" if record.reason else ""))
     return (
         '<div class="prompt-attr-static" style="font-family:system-ui,sans-serif;font-size:13px">'
-        f'<div><b>prompt_attr</b> run {html.escape(record.run_id)} · {html.escape(record.backend.model)}'
+        f'<div><b>prompt_attr</b> run {safe_html_text(record.run_id)} · {safe_html_text(record.backend.model)}'
         f" · {status} · {len(record.evaluations)} evaluations</div>"
         f'<div style="margin:4px 0;color:#666">colour scale: 0 (pale) to {top:.3f} (dark red); '
         "uncoloured: below the noise floor</div>"

@@ -97,3 +97,67 @@ def test_reports_open_offline_in_chromium(page, pair, tmp_path):
     rows = page.page.eval_on_selector_all("tr.pa-cmp-changed td", "tds => tds.map(t => t.textContent)")
     assert "The Blue Falcon landed safely." in rows and "The Red Falcon landed safely." in rows
     assert page.page.locator("ins").first.text_content()
+
+
+SPOOF = "user\u202eexe.txt"  # shown raw, it reads "usertxt.exe"
+BIDI_PROMPT = f"It was late. Open the Invoice named {SPOOF} today. My cat slept."
+BIDI_ANSWER = f"I Opened {SPOOF}, the Invoice."
+# The visible characters of an element in drawing order (line by line, left to right).
+VISUAL_ORDER_JS = """(el) => {
+  const out = [];
+  const walker = document.createTreeWalker(el, NodeFilter.SHOW_TEXT);
+  let n;
+  while ((n = walker.nextNode())) {
+    for (let i = 0; i < n.length; i++) {
+      if (!n.data[i].trim()) continue;
+      const r = document.createRange();
+      r.setStart(n, i);
+      r.setEnd(n, i + 1);
+      const b = r.getBoundingClientRect();
+      if (b.width > 0) out.push([Math.round(b.top / 4), b.left, n.data[i]]);
+    }
+  }
+  out.sort((a, b) => a[0] - b[0] || a[1] - b[1]);
+  return out.map((x) => x[2]).join("");
+}"""
+
+
+class EchoBackend(FakeBackend):
+    """Answers with the spoofed file name in every answer, as a model quoting the prompt would."""
+
+    async def complete(self, messages, params):
+        import dataclasses
+
+        answer = await super().complete(messages, params)
+        return dataclasses.replace(answer, text=f"{answer.text} {BIDI_ANSWER}")
+
+
+@pytest.mark.browser
+def test_reports_show_a_bidi_spoof_in_logical_order(page, runs_dir, tmp_path):
+    """The issue's case: in the run report and the comparison report `user\\u202eexe.txt` must
+    read "userexe.txt" (the characters drawn left to right in their logical order), not
+    "usertxt.exe", in the heat-map, the span table and the answers."""
+    a = prompt_attr.attribute(BIDI_PROMPT, backend=EchoBackend(), runs_dir=runs_dir, method="loo")
+    b = prompt_attr.attribute(BIDI_PROMPT.replace("late", "early"), backend=EchoBackend(), runs_dir=runs_dir,
+                              method="loo")
+    comparison = prompt_attr.compare(a.run_id, b.run_id, runs_dir=runs_dir)
+    expected = "".join(c for c in f"Open the Invoice named {SPOOF} today." if c.strip() and c != "\u202e")
+    assert "userexe.txt" in expected
+    for name, text in (("bidi-run-report", a.report_html()), ("bidi-comparison-report", comparison.report_html())):
+        path = tmp_path / f"{name}.html"
+        path.write_text(text, "utf-8")
+        page.page.goto(path.as_uri())
+        raw = page.page.evaluate(f"(t) => {{ const p = document.createElement('pre'); p.textContent = t;"
+                                 f" document.body.prepend(p); const seen = ({VISUAL_ORDER_JS})(p); p.remove();"
+                                 f" return seen; }}", SPOOF)
+        assert raw == "usertxt.exe"  # the measure sees a reordering where there is one
+        spans = page.page.eval_on_selector_all(
+            ".pa-span, td", f"(nodes) => nodes.filter((n) => n.textContent.includes({SPOOF!r}) &&"
+                            f" !n.querySelector('.pa-span')).map({VISUAL_ORDER_JS})")
+        assert spans and set(spans) == {expected}, spans
+        answers = page.page.eval_on_selector_all(
+            "pre, p", f"(nodes) => nodes.filter((n) => n.textContent.includes({BIDI_ANSWER!r}))"
+                      f".map({VISUAL_ORDER_JS})")
+        assert answers and all("Openeduserexe.txt,theInvoice." in seen for seen in answers), answers
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        page.page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)

@@ -21,10 +21,17 @@ from browser_harness import FOREIGN_JS, SCREENSHOTS, view_state
 import prompt_attr
 from prompt_attr_widget import cli
 from prompt_attr_widget.backends.fake import FakeBackend
-from prompt_attr_widget.core.text import safe_terminal_text
+from prompt_attr_widget.core.text import (
+    BIDI_CONTROLS,
+    BIDI_MARK_STYLE,
+    safe_html_text,
+    safe_terminal_text,
+)
+from prompt_attr_widget.views import export
+from prompt_attr_widget.views.compare import compare_records
 from prompt_attr_widget.views.html import heatmap_html
 from prompt_attr_widget.views.terminal import heatmap_terminal, top_table
-from prompt_attr_widget.views.widget import AttributionWidget
+from prompt_attr_widget.views.widget import AttributionWidget, CompareWidget
 
 CORPUS = json.loads((Path(__file__).parents[1] / "data" / "hostile_prompts.json").read_text("utf-8"))
 PAYLOADS = {p["name"]: p["text"] for p in CORPUS}
@@ -43,12 +50,13 @@ REFUSED = [name for name, text in PAYLOADS.items() if not _encodable(text)]
 
 # What heatmap_html itself emits: nothing else may appear, whatever the prompt holds.
 OWN_TAGS = {"div", "b", "pre", "span", "table", "thead", "tbody", "tr", "th", "td", "ul", "li"}
-OWN_ATTRS = {"class", "style", "title", "data-index"}
+OWN_ATTRS = {"class", "style", "title", "data-index", "dir"}
 # Everything a terminal could act on: C0 but tab and newline, DEL, C1, bidi controls.
 TERMINAL_UNSAFE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 OWN_SGR = re.compile(r"\x1b\[(?:48;5;\d+|30|0)m")  # heatmap_terminal's colours
 ANSWER_TAIL = "\n".join(PAYLOADS[n] for n in ("script", "img-onerror", "svg-onload", "iframe-srcdoc",
-                                             "ansi-osc52-clipboard", "bidi-override", "nul", "c1-controls"))
+                                             "ansi-osc52-clipboard", "bidi-override", "bidi-filename", "nul",
+                                             "c1-controls"))
 
 
 class MarkupBackend(FakeBackend):
@@ -81,12 +89,28 @@ def hostile(tmp_path_factory):
     return a
 
 
+@pytest.fixture(scope="module")
+def edited(hostile):
+    """A second run of the corpus with one payload replaced by another, to compare with the first."""
+    prompt, spans = hostile_prompt()
+    first = PAYLOADS["script"]
+    assert prompt.startswith(first)
+    swapped = PAYLOADS["bidi-filename"] + " Swapped"
+    prompt = swapped + prompt[len(first):]
+    shift = len(swapped) - len(first)
+    spans = [(0, len(swapped))] + [(a + shift, b + shift) for a, b in spans[1:]]
+    b = prompt_attr.attribute(prompt, backend=MarkupBackend(), runs_dir=hostile.path.parent, spans=spans,
+                              method="loo", min_effect=0.002, cache=False)
+    assert b.status == "finished"
+    return b
+
+
 def test_corpus_covers_the_attack_families():
     assert len(PAYLOADS) >= 30
     joined = "".join(PAYLOADS.values())
     for needle in ("<script", "<SCRIPT", "onerror", "<svg onload", "<iframe srcdoc", "javascript:", "<style",
                    "http-equiv", "&amp;lt;", "</textarea>", "</pre>", "-->", "${", "{{", "\x1b[", "\x1b]8;;",
-                   "\x1b]52;", "\x1b]0;", "\x00", "\x85", "\u202e", "\u2066", "\u200b", "\ud800"):
+                   "\x1b]52;", "\x1b]0;", "\x00", "\x85", "\u202e", "\u2066", "\u200b", "\ud800", "user\u202eexe.txt"):
         assert needle in joined, needle
     assert max(map(len, PAYLOADS.values())) > 5000
 
@@ -194,6 +218,87 @@ def test_a_lone_surrogate_is_refused_before_any_run_folder(name, tmp_path):
     safe_terminal_text(PAYLOADS[name]).encode("utf-8")  # printable without a crash
 
 
+# --- bidi controls in HTML -----------------------------------------------------------------------
+
+BIDI = re.compile(f"[{BIDI_CONTROLS}]")
+SPOOF = PAYLOADS["bidi-filename"]  # user\u202eexe.txt: shown raw, it reads "usertxt.exe"
+
+
+class _BidiCheck(HTMLParser):
+    """Every bidi control of a page's text, and the element it sits in."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.stack: list[tuple[str, dict]] = []
+        self.controls: list[tuple[str, str, dict]] = []  # (control, all the text of its element, attrs)
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag not in ("meta", "br", "hr", "img", "input", "link"):  # void: no end tag comes
+            self.stack.append((tag, dict(attrs)))
+
+    def handle_endtag(self, tag):
+        while self.stack and self.stack.pop()[0] != tag:
+            pass
+
+    def handle_data(self, data):
+        self.text.append(data)
+        for control in BIDI.findall(data):
+            tag, attrs = self.stack[-1] if self.stack else ("", {})
+            self.controls.append((control, data, {"tag": tag, **attrs}))
+
+
+def assert_bidi_inert(page: str) -> int:
+    """Each bidi control is alone in a marked, isolating span; returns how many there are."""
+    check = _BidiCheck()
+    check.feed(page)
+    check.close()
+    for control, data, attrs in check.controls:
+        assert data == control, f"U+{ord(control):04X} beside other text: {data!r}"
+        assert attrs == {"tag": "span", "class": "pa-bidi", "dir": "ltr", "style": BIDI_MARK_STYLE,
+                         "title": f"U+{ord(control):04X}: a bidi control, shown here and not applied"}, attrs
+    return len(check.controls)
+
+
+def test_safe_html_text_marks_every_bidi_control_and_keeps_the_text():
+    text = "a\u061cb\u200e\u200f\u202a\u202b\u202c\u202d\u202ec\u2066\u2067\u2068\u2069 <b>&"
+    out = safe_html_text(text)
+    assert assert_bidi_inert(out) == 12
+    check = _BidiCheck()
+    check.feed(out)
+    assert "".join(check.text) == text  # the same text, for a reader's copy and paste
+    assert "<b>" not in out and "&lt;b&gt;&amp;" in out
+
+
+def test_every_html_view_renders_bidi_controls_inert(hostile, edited):
+    """The heat-map, the run report, the comparison (notebook HTML and report): prompt and
+    answers hold every bidi payload, and none is left to reorder the text around it."""
+    comparison = compare_records(hostile.record, edited.record)
+    views = {
+        "heat-map": heatmap_html(hostile.record, top_k=len(SENDABLE)),
+        "run report": export.run_report(hostile.record),
+        "comparison": comparison._repr_html_(),
+        "comparison report": comparison.report_html(),
+    }
+    expected = sum(len(BIDI.findall(p)) for p in SENDABLE)  # in the prompt alone
+    for name, page in views.items():
+        assert SPOOF not in page, name
+        assert assert_bidi_inert(page) >= expected, name
+
+
+def test_the_widgets_mark_the_same_bidi_controls_the_same_way():
+    """js/ spells core/text.py's class of bidi controls, and widget.css draws their mark
+    with the style the static HTML inlines."""
+    root = Path(__file__).resolve().parents[2] / "js"
+    for name in ("widget.js", "compare.js"):
+        source = (root / name).read_text("utf-8")
+        assert source.count(f"[{BIDI_CONTROLS}]") == 2, name  # the test and the split
+        assert "a bidi control, shown here and not applied" in source
+    css = (root / "widget.css").read_text("utf-8")
+    (rule,) = re.findall(r"\.prompt-attr \.pa-bidi \{([^}]*)\}", css)
+    assert rule.strip() == BIDI_MARK_STYLE
+
+
 # --- a real browser -----------------------------------------------------------------------------
 
 WIDGET_TAGS = {"div", "span", "button", "ul", "ol", "li", "ins", "del"}
@@ -253,3 +358,88 @@ def test_widget_is_inert_and_shows_every_payload_as_text(page, hostile):
     target = SCREENSHOTS / "widget-hostile.png"
     page.page.screenshot(path=str(target))  # the viewport: the full widget is 5,000 px tall
     assert target.stat().st_size > 10_000
+
+
+# Visible characters of an element in the order they are drawn (line by line, left to
+# right), whitespace and zero-width characters left out: the text as a reader reads it.
+VISUAL_ORDER_JS = """(el) => {
+  const out = [];
+  const walker = document.createTreeWalker(el, NodeFilter.SHOW_TEXT);
+  let n;
+  while ((n = walker.nextNode())) {
+    for (let i = 0; i < n.length; i++) {
+      if (!n.data[i].trim()) continue;
+      const r = document.createRange();
+      r.setStart(n, i);
+      r.setEnd(n, i + 1);
+      const b = r.getBoundingClientRect();
+      if (b.width > 0) out.push([Math.round(b.top / 4), b.left, n.data[i]]);
+    }
+  }
+  out.sort((a, b) => a[0] - b[0] || a[1] - b[1]);
+  return out.map((x) => x[2]).join("");
+}"""
+
+# Every text node holding a bidi control: alone, in an isolating .pa-bidi span.
+BIDI_NODES_JS = """(args) => {
+  const [scope, pattern] = args;
+  const bidi = new RegExp(`[${pattern}]`);
+  const walker = document.createTreeWalker(document.querySelector(scope), NodeFilter.SHOW_TEXT);
+  const found = [];
+  let n;
+  while ((n = walker.nextNode())) {
+    if (!bidi.test(n.data)) continue;
+    const p = n.parentElement, style = getComputedStyle(p);
+    found.push({ data: n.data, cls: p.className, dir: p.dir, siblings: p.childNodes.length,
+                 display: style.display, border: style.borderTopStyle, title: p.title });
+  }
+  return found;
+}"""
+
+
+def visual(page, selector: str, text: str) -> list[str]:
+    """How each element matching `selector` whose text is `text` reads on screen."""
+    return page.page.eval_on_selector_all(
+        selector, f"(nodes, text) => nodes.filter((n) => n.textContent === text).map({VISUAL_ORDER_JS})", text)
+
+
+def assert_marks(page, scope: str) -> int:
+    found = page.page.evaluate(BIDI_NODES_JS, [scope, BIDI_CONTROLS])
+    for node in found:
+        assert len(node["data"]) == 1 and node["siblings"] == 1, node
+        assert node["cls"] == "pa-bidi" and node["dir"] == "ltr", node
+        assert node["display"] == "inline-block" and node["border"] == "dashed", node
+        assert node["title"] == f"U+{ord(node['data']):04X}: a bidi control, shown here and not applied"
+    return len(found)
+
+
+def raw_reads(page) -> str:
+    """The measure's own check: the spoof set as plain text reads reversed, as it would."""
+    return page.page.evaluate(
+        f"(text) => {{ const p = document.createElement('pre'); p.textContent = text; document.body.appendChild(p);"
+        f" const seen = ({VISUAL_ORDER_JS})(p); p.remove(); return seen; }}", SPOOF)
+
+
+@pytest.mark.browser
+def test_bidi_spoofs_read_in_logical_order_in_chromium(page, hostile, edited):
+    """user\u202eexe.txt reads "userexe.txt" (not "usertxt.exe") in the widget, the comparison
+    widget and the static heat-map, in the prompt and in the answers."""
+    assert raw_reads(page) == "usertxt.exe"
+    expected = sum(len(BIDI.findall(p)) for p in SENDABLE)
+
+    page.mount(view_state(AttributionWidget.from_attribution(hostile)))
+    assert visual(page, "#root .pa-span", SPOOF) == ["userexe.txt"]
+    assert assert_marks(page, "#root .pa-prompt") == expected
+    assert assert_marks(page, "#root .pa-baseline") == len(BIDI.findall(ANSWER_TAIL))
+    line = page.page.evaluate("() => document.querySelector('#root .pa-baseline').textContent")
+    assert line == hostile.baseline  # the text itself is exact
+
+    page.mount_compare(view_state(CompareWidget(compare_records(hostile.record, edited.record))))
+    seen = visual(page, "#root .pa-cmp-text .pa-span", SPOOF)
+    assert seen and set(seen) == {"userexe.txt"}
+    assert assert_marks(page, "#root") >= 2 * expected
+
+    page.page.set_content(f"<!doctype html><html><head><meta charset='utf-8'></head><body>"
+                          f"{heatmap_html(hostile.record, top_k=len(SENDABLE))}</body></html>")
+    assert visual(page, "pre .pa-span", SPOOF) == ["userexe.txt"]
+    assert assert_marks(page, "pre") == expected
