@@ -19,7 +19,7 @@ from .core.config import runs_dir as resolve_runs_dir
 from .core.errors import BudgetRefused, PromptAttrError, UsageError
 from .core.events import Estimate, Progress, RunStarted
 from .core.options import OPTIONS, Option, Price
-from .core.text import safe_terminal_text, usd
+from .core.text import safe_json_text, safe_terminal_text, usd
 from .core.version import __version__
 from .store.lifecycle import TAGS
 from .store.runs import list_runs, read_run
@@ -86,12 +86,19 @@ def _parser() -> argparse.ArgumentParser:
     cmp.add_argument("--runs-dir")
     cmp.add_argument("--json", action="store_true", help="print the comparison as JSON")
 
-    export = sub.add_parser("export", help="a run as CSV, JSON or a standalone HTML report (no model calls)")
+    export = sub.add_parser(
+        "export", help="a run as CSV, JSON or a standalone HTML report (no model calls)",
+        description="A run as CSV, JSON or a standalone HTML report (no model calls). With -o FILE, or "
+                    "when standard output is a pipe or a file, the export is written unchanged. When standard "
+                    "output is a terminal, control characters, escape sequences and bidi controls of the "
+                    "prompt and answers are shown as visible escapes (\\x1b, \\u202e), as `show` does, so "
+                    "they cannot act on the terminal (JSON stays the same document, with \\u escapes).",
+    )
     export.add_argument("run_id", metavar="RUN_ID")
     export.add_argument("--format", choices=["csv", "json", "html"], default="csv")
     export.add_argument("--table", choices=["spans", "evaluations"], default="spans", help="for csv and json")
     export.add_argument("--compare-with", metavar="RUN_B", help="html: a report comparing RUN_ID with RUN_B")
-    export.add_argument("-o", "--output", metavar="FILE", help="write here instead of standard output")
+    export.add_argument("-o", "--output", metavar="FILE", help="write here (exact data) instead of standard output")
     export.add_argument("--runs-dir")
 
     show = sub.add_parser("show", help="replay a saved run (no model calls); RUN_ID may be a prefix or 'latest'")
@@ -375,7 +382,11 @@ def _cmd_export(args) -> int:
             Path(args.output).write_text(text, "utf-8")
         except OSError as exc:
             raise UsageError(f"cannot write {args.output}: {exc.strerror}") from None
-        print(f"wrote {args.output}", file=sys.stderr)
+        print(f"wrote {safe_terminal_text(args.output)}", file=sys.stderr)
+    elif sys.stdout.isatty():
+        # A terminal acts on what it is sent (ESC[2J, OSC titles and links, C1, bidi
+        # overrides): neutralised as `show` does. Files and pipes get the exact data.
+        sys.stdout.write(safe_json_text(text) if args.format == "json" else safe_terminal_text(text))
     else:
         sys.stdout.write(text)
     return 0

@@ -10,8 +10,14 @@ and a real Chromium must run none of it while showing all of it as text.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
+import os
+import pty
 import re
+import sys
+import threading
+import tty
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -286,6 +292,62 @@ def test_every_html_view_renders_bidi_controls_inert(hostile, edited):
         assert assert_bidi_inert(page) >= expected, name
 
 
+# --- export: a terminal gets the terminal rule, files and pipes the exact data --------------------
+
+
+def _drain(fd: int, into: list[bytes]) -> None:
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:  # EIO: the terminal's other end is closed
+            return
+        if not chunk:
+            return
+        into.append(chunk)
+
+
+def export_to(kind: str, argv: list[str], monkeypatch) -> bytes:
+    """Run `prompt-attr export` in this process with stdout on a real pty or a real pipe."""
+    if kind == "terminal":
+        reader_fd, writer_fd = pty.openpty()
+        tty.setraw(writer_fd)  # no newline translation: the bytes as written
+    else:
+        reader_fd, writer_fd = os.pipe()
+    chunks: list[bytes] = []
+    reader = threading.Thread(target=_drain, args=(reader_fd, chunks))
+    reader.start()
+    out = io.TextIOWrapper(os.fdopen(writer_fd, "wb"), encoding="utf-8", newline="")
+    assert out.isatty() == (kind == "terminal")
+    monkeypatch.setattr(sys, "stdout", out)
+    try:
+        assert cli.main(["export", *argv]) == 0
+    finally:
+        out.close()
+        monkeypatch.undo()
+        reader.join(10)
+        os.close(reader_fd)
+    return b"".join(chunks)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "html"])
+def test_export_to_a_terminal_is_neutralised_and_a_pipe_or_file_keeps_the_data(fmt, hostile, tmp_path, monkeypatch):
+    argv = [hostile.run_id, "--runs-dir", str(hostile.path.parent), "--format", fmt]
+    exact = (export.run_report(hostile.record) if fmt == "html" else getattr(export, f"to_{fmt}")(hostile.record))
+    # what a terminal would act on is in the data (json.dumps itself escapes C0, not C1 or bidi)
+    for raw in ("\x9b", "\u202e") if fmt == "json" else ("\x1b[2J", "\x1b]0;", "\x1b]8;;", "\x9b", "\u202e"):
+        assert raw in exact
+    shown = export_to("terminal", argv, monkeypatch).decode("utf-8")
+    assert_terminal_safe(shown)
+    for escaped in (("\\u001b[2J", "\\u009b", "\\u202e") if fmt == "json" else ("\\x1b[2J", "\\x1b]8;;", "\\x9b", "\\u202e")):
+        assert escaped in shown, escaped
+    if fmt == "json":
+        assert json.loads(shown) == json.loads(exact)  # the same document
+    assert export_to("pipe", argv, monkeypatch) == exact.encode("utf-8")
+    target = tmp_path / f"out.{fmt}"
+    assert cli.main(["export", *argv, "-o", str(target)]) == 0
+    assert target.read_bytes() == exact.encode("utf-8")
+
+
 def test_the_widgets_mark_the_same_bidi_controls_the_same_way():
     """js/ spells core/text.py's class of bidi controls, and widget.css draws their mark
     with the style the static HTML inlines."""
@@ -297,6 +359,14 @@ def test_the_widgets_mark_the_same_bidi_controls_the_same_way():
     css = (root / "widget.css").read_text("utf-8")
     (rule,) = re.findall(r"\.prompt-attr \.pa-bidi \{([^}]*)\}", css)
     assert rule.strip() == BIDI_MARK_STYLE
+
+
+def test_export_help_says_what_a_terminal_gets(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["export", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "a pipe or a file, the export is written unchanged" in text
+    assert "When standard output is a terminal, control characters, escape sequences and bidi controls" in text
 
 
 # --- a real browser -----------------------------------------------------------------------------
