@@ -7,7 +7,6 @@ cause comes back as one line (IPython's UsageError), never a traceback.
 
 from __future__ import annotations
 
-import html
 import keyword
 import os
 import string
@@ -23,7 +22,7 @@ from .backends import resolve_backend
 from .cli import add_run_options, run_options
 from .core.config import AttributionConfig
 from .core.errors import PromptAttrError
-from .core.text import usd
+from .core.text import safe_html_text, safe_terminal_text, usd
 from .stages.segment import segment
 from .views.widget import AttributionWidget
 
@@ -196,13 +195,13 @@ class RunTable:
         if not self.runs:
             return "<p>no runs yet</p>"
         head = "".join(f"<th>{c}</th>" for c in self.COLUMNS)
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>" for row in self._rows())
+        body = "".join("<tr>" + "".join(f"<td>{safe_html_text(v)}</td>" for v in row) + "</tr>" for row in self._rows())
         return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
     def __repr__(self) -> str:
         if not self.runs:
             return "no runs yet"
-        return "\n".join("  ".join(row) for row in [self.COLUMNS, *self._rows()])
+        return safe_terminal_text("\n".join("  ".join(row) for row in [self.COLUMNS, *self._rows()]))
 
 
 def load_ipython_extension(ipython) -> None:

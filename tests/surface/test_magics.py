@@ -188,6 +188,15 @@ def test_run_table_escapes_html(shell, runs_dir):
     assert "<b>" not in html and "&lt;b&gt;Bold&lt;/b&gt;" in html
 
 
+def test_run_table_neutralises_bidi_and_escapes(shell, runs_dir):
+    """A top span holding a bidi override or an escape sequence cannot reorder or recolour the table."""
+    run_ok(shell, "%%attribute --model fake --out r\nSave it as User\u202eexe.txt now. Clear \x1b[2J Screen. it is calm.")
+    table = shell.run_line_magic("attribute_runs", "")
+    html = table._repr_html_()
+    assert 'class="pa-bidi"' in html and "\x1b" not in html
+    assert "\u202e" not in repr(table) and "\x1b" not in repr(table)
+
+
 def test_help_lists_every_option_and_an_example(shell, capsys):
     doc = shell.find_cell_magic("attribute").__doc__
     for option in ("--model", "--base-url", "--segment", "--method", "--budget", "--concurrency", "--max-tokens",
