@@ -334,7 +334,8 @@ def _cmd_lifecycle(args) -> int:
         plan = lifecycle.plan_retention(folder, args.keep_last, args.delete_archived)
         print(("dry run: " if args.dry_run else "") + str(plan))
         if not args.dry_run:
-            lifecycle.apply_retention(plan, folder)
+            for run_id in lifecycle.apply_retention(plan, folder):
+                print(f"  skipped {run_id}: another process began writing or removed it meanwhile")
     return 0
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from ..core.errors import PromptAttrError, RunNotFound, UsageError
+from ..core.errors import PromptAttrError, RunBusy, RunNotFound, UsageError
 from ..core.events import (
     EVENT_ADAPTER,
     Progress,
@@ -68,12 +68,51 @@ def atomic_write_json(path: Path, data: str) -> None:
         raise
 
 
+def busy(run_id: str, doing: str) -> RunBusy:
+    return RunBusy(
+        f"run {run_id} is being written by another process right now (its events.jsonl is locked); "
+        f"wait for it to end (or stop it: Ctrl-C where it runs), then {doing} it"
+    )
 
 
+@contextlib.contextmanager
+def writer_lock(folder: Path, doing: str):
+    """Keep any writer out of a run's folder for the block (delete, archive), or raise RunBusy.
+
+    A writer holds an exclusive flock on events.jsonl for the life of the
+    run; this takes a shared one, which fails while a writer holds it and,
+    while held, makes a writer that tries to start (resume) fail instead.
+    Two readers never block each other. No events.jsonl (or no fcntl): no
+    writer can hold the folder.
+    """
+    fd = None
+    if fcntl is not None:
+        try:  # non-blocking: a FIFO in place of the file must not hang us
+            fd = os.open(folder / "events.jsonl", os.O_RDONLY | os.O_NONBLOCK)
+        except OSError:
+            fd = None
+        if fd is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise busy(folder.name, doing) from None
+            except OSError:
+                pass  # a file system without locks: no writer could hold one either
+    try:
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)
 
 
-
-
+def is_live(folder: Path) -> bool:
+    """Whether another process is writing this run right now (it holds the run's lock)."""
+    try:
+        with writer_lock(folder, "read"):
+            return False
+    except RunBusy:
+        return True
 
 
 class RunWriter:
@@ -187,13 +226,15 @@ class RunWriter:
             fcntl.flock(self._events.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             self._events.close()
-            raise UsageError(
-                f"run {self.run_id} is being written by another process right now; "
-                "wait for it to end (or stop it) first"
-            ) from None
+            raise busy(self.run_id, "resume") from None
 
     def _append(self, event) -> None:
         try:
+            if os.fstat(self._events.fileno()).st_nlink == 0:
+                raise PromptAttrError(
+                    f"run {self.run_id}'s folder was deleted while the run was being written; it stopped "
+                    "so as not to pay for answers it can no longer store"
+                )
             self._events.write(event.model_dump_json() + "\n")
             self._events.flush()
         except OSError as exc:
@@ -250,7 +291,7 @@ def read_run(run_id: str, runs_dir: Path) -> RunRecord:
     except (ValidationError, ValueError) as exc:
         raise PromptAttrError(f"run {path.name} is corrupted (run.json does not validate: {str(exc).splitlines()[0]})") from None
     if record is None or record.status == "running":
-        record = replay_events(path) or record
+        record = replay_events(path, live=is_live(path)) or record
     if record is None:
         raise PromptAttrError(f"run {path.name} has neither a readable run.json nor events")
     problem = inconsistency(record)
@@ -259,8 +300,12 @@ def read_run(run_id: str, runs_dir: Path) -> RunRecord:
     return record
 
 
-def replay_events(path: Path) -> RunRecord | None:
-    """Rebuild a record from events.jsonl, skipping a torn last line."""
+def replay_events(path: Path, live: bool = False) -> RunRecord | None:
+    """Rebuild a record from events.jsonl, skipping a torn last line.
+
+    A run that never reached its end is `aborted`, unless it is `live`
+    (another process is writing it right now): then it is still running.
+    """
     record = None
     try:
         lines = (path / "events.jsonl").read_text("utf-8", errors="replace").splitlines()
@@ -272,7 +317,7 @@ def replay_events(path: Path) -> RunRecord | None:
         except (ValidationError, ValueError):
             continue
         record = apply_event(record, event)
-    if record is not None and record.status == "running":
+    if record is not None and record.status == "running" and not live:
         record.status = "aborted"
         record.reason = "the run stopped before it finished (rebuilt from events.jsonl)"
     return record
