@@ -44,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     ls.add_argument("--label")
     ls.add_argument("--tag", choices=TAGS)
     ls.add_argument("--model")
-    ls.add_argument("--status", choices=["running", "finished", "aborted", "failed", "corrupt"])
+    ls.add_argument("--status", choices=["running", "finished", "aborted", "failed", "corrupt", "empty"])
     ls.add_argument("--all", action="store_true", help="archived runs too")
 
     tag = sub.add_parser("tag", help="tag a run: baseline, experimental or archived (--remove to untag)")
@@ -316,6 +316,11 @@ def _cmd_ls(args) -> int:
         marks = safe_terminal_text(" ".join(filter(None, [r.label, *r.tags])))[:18]
         print(f"{safe_terminal_text(r.run_id):<30} {r.status:<9} {r.prompt_sha256[:8]:<8} {marks:<18} "
               f"{safe_terminal_text(r.model)[:20]:<20} {r.spans:>5} {r.evaluations:>5} {spend:>9}  {safe_terminal_text(r.top_span)}")
+    empty = [r.run_id for r in runs if r.status == "empty"]
+    if empty:
+        print(f"\n{len(empty)} empty: a run folder with no event in it (the run never started: the disk was full or "
+              f"the process was killed before its first write); prompt-attr delete {empty[0]} removes it"
+              + ("; prune --keep-last N removes every empty one along with its retention" if len(empty) > 1 else ""))
     return 0
 
 

@@ -96,7 +96,8 @@ class RetentionPlan:
 
 def plan_retention(runs_dir: Path, keep_last: int, delete_archived: bool = False) -> RetentionPlan:
     """Per prompt (same canonical hash): keep baselines and the last `keep_last` other runs,
-    archive the older ones; with `delete_archived`, runs already archived are deleted."""
+    archive the older ones; with `delete_archived`, runs already archived are deleted.
+    Empty run folders (a run that never started) are deleted; runs being written are skipped."""
     if keep_last < 0:
         raise UsageError("--keep-last must be 0 or more")
     plan = RetentionPlan()
@@ -104,6 +105,8 @@ def plan_retention(runs_dir: Path, keep_last: int, delete_archived: bool = False
     for s in list_runs(runs_dir):
         if is_live(Path(runs_dir) / s.run_id):
             plan.skip.append(s.run_id)
+        elif s.status == "empty":
+            plan.delete.append(s.run_id)  # a run that never started: nothing in it to keep
         else:
             by_prompt.setdefault(s.prompt_sha256, []).append(s)
     for runs in by_prompt.values():

@@ -15,6 +15,7 @@ import json
 import os
 import re
 import secrets
+import stat
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -262,7 +263,7 @@ def resolve_run_dir(run_id: str, runs_dir: Path) -> Path:
         raise UsageError(f"{run_id!r} is not a run id (like 20261123T101500123Z-1a2b3c4d); see prompt-attr ls")
     if RUN_ID.match(run_id):
         path = runs_dir / run_id
-        if not (path / "run.json").is_file() and not (path / "events.jsonl").is_file():
+        if not path.is_dir():
             raise RunNotFound(f"no run {run_id} in {runs_dir}; see prompt-attr ls")
         return path
     ids = run_ids(runs_dir)
@@ -280,24 +281,96 @@ def run_ids(runs_dir: Path) -> list[str]:
         return []
 
 
+def _read_file(folder: Path, name: str) -> tuple[bytes | None, str]:
+    """A run file's bytes, or None and why not (missing, a directory, unreadable)."""
+    path = folder / name
+    try:
+        if not stat.S_ISREG(path.stat().st_mode):  # a directory, a FIFO, /dev/zero: never read
+            kind = "a directory" if path.is_dir() else "not a regular file"
+            return None, f"{name} is {kind}, not a file"
+        return path.read_bytes(), ""
+    except FileNotFoundError:
+        return None, f"{name} is missing"
+    except OSError as exc:
+        return None, f"{name} cannot be read ({exc.strerror or exc})"
+
+
+def is_empty(folder: Path) -> bool:
+    """A folder reserved for a run that never wrote its first event: nothing in it but an empty
+    events.jsonl (or nothing at all) and leftover temp files. Nothing is lost by removing it."""
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.name.startswith(".tmp-"):
+                    continue
+                if entry.name != "events.jsonl" or not entry.is_file(follow_symlinks=False) or entry.stat().st_size:
+                    return False
+    except OSError:
+        return False
+    return True
+
+
+def empty_message(run_id: str) -> str:
+    return (
+        f"run {run_id} is empty: its folder holds no event (the run never started: the disk was full or the "
+        f"process was killed before its first write); prompt-attr delete {run_id} (or prune) removes it"
+    )
+
+
 def read_run(run_id: str, runs_dir: Path) -> RunRecord:
-    """Load a run record; a run left 'running' (crash, kill) is rebuilt from its events."""
+    """Load a run record. A run.json that is missing, does not validate (truncated, edited, a
+    NaN) or still says 'running' (crash, kill) is rebuilt from events.jsonl."""
     path = resolve_run_dir(run_id, runs_dir)
     record = None
-    try:
-        record = RunRecord.model_validate_json((path / "run.json").read_bytes())
-    except FileNotFoundError:
-        pass
-    except (ValidationError, ValueError) as exc:
-        raise PromptAttrError(f"run {path.name} is corrupted (run.json does not validate: {str(exc).splitlines()[0]})") from None
+    data, problem = _read_file(path, "run.json")
+    if data is not None:
+        try:
+            record = RunRecord.model_validate_json(data)
+        except (ValidationError, ValueError) as exc:
+            problem = f"run.json does not validate: {str(exc).splitlines()[0]}"
     if record is None or record.status == "running":
-        record = replay_events(path, live=is_live(path)) or record
-    if record is None:
-        raise PromptAttrError(f"run {path.name} has neither a readable run.json nor events")
+        live = is_live(path)
+        rebuilt, events_problem = _replay(path, live)
+        record = rebuilt or record
+        if record is None:
+            if is_empty(path):
+                if live:
+                    raise RunNotFound(f"run {path.name} has only just started and holds nothing yet; try again in a moment")
+                raise RunNotFound(empty_message(path.name))
+            raise PromptAttrError(
+                f"run {path.name} is corrupted ({problem}, and {events_problem}: nothing to rebuild it from); "
+                f"prompt-attr delete {path.name} removes it"
+            )
+        if record.status == "running" and not live:  # run.json said running; its events are unreadable
+            _stopped(record)
     problem = inconsistency(record)
     if problem:
         raise PromptAttrError(f"run {path.name} is corrupted ({problem})")
     return record
+
+
+def _stopped(record: RunRecord) -> None:
+    record.status = "aborted"
+    record.reason = "the run stopped before it finished (rebuilt from events.jsonl)"
+
+
+def _replay(path: Path, live: bool) -> tuple[RunRecord | None, str]:
+    """The record events.jsonl rebuilds, or None and why it rebuilds none."""
+    data, problem = _read_file(path, "events.jsonl")
+    if data is None:
+        return None, problem
+    record = None
+    for line in data.decode("utf-8", errors="replace").splitlines():
+        try:
+            event = EVENT_ADAPTER.validate_json(line)
+        except (ValidationError, ValueError):
+            continue
+        record = apply_event(record, event)
+    if record is None:
+        return None, "events.jsonl holds no readable run_started event"
+    if record.status == "running" and not live:
+        _stopped(record)
+    return record, ""
 
 
 def replay_events(path: Path, live: bool = False) -> RunRecord | None:
@@ -306,21 +379,7 @@ def replay_events(path: Path, live: bool = False) -> RunRecord | None:
     A run that never reached its end is `aborted`, unless it is `live`
     (another process is writing it right now): then it is still running.
     """
-    record = None
-    try:
-        lines = (path / "events.jsonl").read_text("utf-8", errors="replace").splitlines()
-    except FileNotFoundError:
-        return None
-    for line in lines:
-        try:
-            event = EVENT_ADAPTER.validate_json(line)
-        except (ValidationError, ValueError):
-            continue
-        record = apply_event(record, event)
-    if record is not None and record.status == "running" and not live:
-        record.status = "aborted"
-        record.reason = "the run stopped before it finished (rebuilt from events.jsonl)"
-    return record
+    return _replay(Path(path), live)[0]
 
 
 @dataclass
@@ -375,13 +434,20 @@ def _stored_summary(path: Path) -> RunSummary | None:
 def list_runs(runs_dir: Path, **where) -> list[RunSummary]:
     """Every run in the folder, oldest first; quick: a small summary.json per run is enough.
 
+    A run that cannot be read is listed as `corrupt`, a folder of a run that never wrote its
+    first event as `empty` (see `is_empty`), a run another process is writing as `running`.
+
     `where` filters (see `matches`): prompt (a hash prefix), label, tag, model, status.
     """
     out = []
     for run_id in run_ids(runs_dir):
         path = Path(runs_dir) / run_id
         summary = _stored_summary(path)
-        if summary is None:
+        if summary is None and is_empty(path):
+            live = is_live(path)  # reserved a moment ago, its first event not yet written
+            summary = RunSummary(run_id, "?", "running" if live else "empty", "?", 0, 0, None,
+                                 "starting" if live else "never started: prompt-attr delete removes it")
+        elif summary is None:
             try:
                 summary = summarise(read_run(run_id, runs_dir))
             except PromptAttrError as exc:

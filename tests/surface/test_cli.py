@@ -8,8 +8,10 @@ import sys
 
 import pytest
 
+import prompt_attr
 from prompt_attr_widget import cli
 from prompt_attr_widget.backends import fake as fake_module
+from prompt_attr_widget.store.runs import run_ids
 
 PROMPT = "# Role\nYou are a tutor.\n\n# Facts\nThe capital of France is Paris.\n\n# Filler\nwe like tea. cats sleep.\n"
 
@@ -132,3 +134,33 @@ def test_ls_and_show_start_without_the_engine():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+# --- damaged runs folders: a message that names the problem and what to do, never a traceback ------
+
+
+def stopped_run(runs_dir) -> str:
+    """A run of the fake model interrupted after its baseline and two answers: aborted, resumable."""
+    seen = []
+
+    def stop(event):
+        seen.append(event)
+        if len(seen) == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        prompt_attr.attribute(PROMPT, model="fake", runs_dir=runs_dir, method="loo", faithfulness="off", on_event=stop)
+    [run_id] = run_ids(runs_dir)
+    return run_id
+
+
+def test_resume_a_stopped_run_whose_run_json_was_cut_short(runs_dir, capsys):
+    run_id = stopped_run(runs_dir)
+    run_json = runs_dir / run_id / "run.json"
+    run_json.write_bytes(run_json.read_bytes()[:300])
+    code, out, err = run_cli("ls", capsys=capsys)
+    assert code == 0 and f"{run_id}   aborted" in out
+    code, out, err = run_cli("resume", run_id, "--no-color", capsys=capsys)
+    assert code == 0, err
+    assert "finished" in out and "Traceback" not in err
+    assert json.loads(run_json.read_text("utf-8"))["status"] == "finished"
