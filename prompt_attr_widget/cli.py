@@ -204,11 +204,37 @@ def _character_range(text: str) -> tuple[int, int]:
         raise UsageError(f"--target-range {text!r} must be START:END character offsets, e.g. 0:12") from None
 
 
+MAX_PROMPT_BYTES = 4 * 1024 * 1024  # 4 MiB: about a million tokens, past any model's context
+MAX_PROMPT_ENV = "PROMPT_ATTR_MAX_PROMPT_BYTES"
+
+
+def max_prompt_bytes() -> int:
+    """The cap on a prompt read from a file or standard input: $PROMPT_ATTR_MAX_PROMPT_BYTES, else 4 MiB."""
+    text = os.environ.get(MAX_PROMPT_ENV, "").strip()
+    if not text:
+        return MAX_PROMPT_BYTES
+    if not text.isdecimal() or int(text) < 1:
+        raise UsageError(f"{MAX_PROMPT_ENV}={text!r} must be a whole number of bytes, 1 or more (default {MAX_PROMPT_BYTES})")
+    return int(text)
+
+
 def read_prompt(path: str) -> str:
+    """A prompt file (or - for standard input) as text; at most the cap plus one byte is read,
+    so /dev/zero or an endless pipe is refused instead of filling the memory."""
+    cap = max_prompt_bytes()
+    name = "standard input" if path == "-" else path
     try:
-        data = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+        if path == "-":
+            data = sys.stdin.buffer.read(cap + 1)
+        else:
+            with open(path, "rb") as fh:
+                data = fh.read(cap + 1)
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    if len(data) > cap:
+        size = f"{cap // 2**20} MiB" if cap % 2**20 == 0 else f"{cap}-byte"
+        raise UsageError(f"{name} is larger than the {size} prompt cap; give a shorter prompt, "
+                         f"or raise the cap with {MAX_PROMPT_ENV} (in bytes)")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

@@ -9,6 +9,7 @@ Dollars are formatted here once, so every view shows the same figure.
 
 from __future__ import annotations
 
+import math
 import re
 
 # C0 but tab and newline, DEL, C1, every bidi control (marks, embeddings,
@@ -37,7 +38,8 @@ def one_line(text: str, limit: int) -> str:
 
 
 def usd(amount: float | None) -> str:
-    """Dollars with enough digits to be meaningful for tiny figures."""
-    if amount is None:
+    """Dollars with enough digits to be meaningful for tiny figures; no figure (None, NaN,
+    infinite) is "unknown", never "$nan"."""
+    if amount is None or not math.isfinite(amount):
         return "unknown"
     return f"${amount:.4f}" if amount == 0 or amount >= 0.01 else f"${amount:.6f}"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import secrets
@@ -157,6 +158,12 @@ class RunWriter:
         """Continue a stored run in its own folder (locked: one writer at a time)."""
         self.run_id, self.record = record.run_id, record.model_copy(deep=True)
         self._started = True
+        run_json = self.path / "run.json"
+        if run_json.exists() and not run_json.is_file():  # the record was rebuilt from events.jsonl
+            raise PromptAttrError(
+                f"run {self.run_id} cannot be resumed: its run.json is a directory, not a file, so the run could not "
+                f"be saved; remove or rename it ({run_json}) and resume again: the run is rebuilt from events.jsonl"
+            )
         self._open_events()
 
     def release(self) -> None:
@@ -186,7 +193,10 @@ class RunWriter:
         self._append(event)
         self._started = True
         if isinstance(event, RunResumed):
-            self._write_record()  # readers see it running again
+            try:
+                self._write_record()  # readers see it running again
+            except OSError as exc:
+                raise _disk_error("write the run to", self.path, exc) from None
         if self.record.status != "running":
             self._close()
         return event
@@ -263,6 +273,8 @@ def resolve_run_dir(run_id: str, runs_dir: Path) -> Path:
         raise UsageError(f"{run_id!r} is not a run id (like 20261123T101500123Z-1a2b3c4d); see prompt-attr ls")
     if RUN_ID.match(run_id):
         path = runs_dir / run_id
+        if runs_dir.exists() and not runs_dir.is_dir():
+            raise _not_a_folder(runs_dir)
         if not path.is_dir():
             raise RunNotFound(f"no run {run_id} in {runs_dir}; see prompt-attr ls")
         return path
@@ -274,11 +286,24 @@ def resolve_run_dir(run_id: str, runs_dir: Path) -> Path:
     return runs_dir / matches[0]
 
 
+def _not_a_folder(runs_dir: Path) -> UsageError:
+    return UsageError(f"{runs_dir} is a file, not a runs folder; give a folder with --runs-dir or PROMPT_ATTR_RUNS_DIR")
+
+
 def run_ids(runs_dir: Path) -> list[str]:
+    """The ids of the run folders in a runs folder, sorted (oldest first); none if it does not exist."""
     try:
-        return sorted(e.name for e in os.scandir(runs_dir) if e.is_dir() and RUN_ID.match(e.name))
+        with os.scandir(runs_dir) as entries:
+            return sorted(e.name for e in entries if RUN_ID.match(e.name) and e.is_dir())
     except FileNotFoundError:
         return []
+    except NotADirectoryError:
+        raise _not_a_folder(Path(runs_dir)) from None
+    except OSError as exc:
+        raise PromptAttrError(
+            f"cannot read the runs folder {runs_dir}: {exc.strerror or exc}; fix its permissions or choose "
+            "another folder with --runs-dir / PROMPT_ATTR_RUNS_DIR"
+        ) from None
 
 
 def _read_file(folder: Path, name: str) -> tuple[bytes | None, str]:
@@ -426,9 +451,24 @@ def _stored_summary(path: Path) -> RunSummary | None:
         size = data.pop("run_json_bytes")
         summary = RunSummary(**data)
         fresh = (path / "run.json").stat().st_size == size
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError):
         return None
-    return summary if fresh and summary.status != "running" and summary.run_id == path.name else None
+    return summary if fresh and summary.run_id == path.name and _well_typed(summary) else None
+
+
+def _well_typed(s: RunSummary) -> bool:
+    """A summary.json is anyone's to edit: each field must have its type (and a spend its
+    meaning: a finite amount, never NaN) before `ls` formats it; else run.json is read."""
+    def count(n) -> bool:
+        return type(n) is int and n >= 0
+
+    return (
+        all(isinstance(t, str) for t in (s.run_id, s.created_at, s.model, s.top_span, s.prompt_sha256))
+        and s.status in ("finished", "aborted", "failed")  # a run still marked running is left to read_run
+        and count(s.spans) and count(s.evaluations)
+        and (s.spend_usd is None or (type(s.spend_usd) in (int, float) and math.isfinite(s.spend_usd) and s.spend_usd >= 0))
+        and (s.label is None or isinstance(s.label, str))
+    )
 
 
 def list_runs(runs_dir: Path, **where) -> list[RunSummary]:
