@@ -160,8 +160,9 @@ class RunWriter:
         self._started = True
         run_json = self.path / "run.json"
         if run_json.exists() and not run_json.is_file():  # the record was rebuilt from events.jsonl
+            kind = "a directory" if run_json.is_dir() else "not a regular file"
             raise PromptAttrError(
-                f"run {self.run_id} cannot be resumed: its run.json is a directory, not a file, so the run could not "
+                f"run {self.run_id} cannot be resumed: its run.json is {kind}, not a file, so the run could not "
                 f"be saved; remove or rename it ({run_json}) and resume again: the run is rebuilt from events.jsonl"
             )
         self._open_events()
@@ -462,11 +463,17 @@ def _well_typed(s: RunSummary) -> bool:
     def count(n) -> bool:
         return type(n) is int and n >= 0
 
+    def amount(x) -> bool:
+        try:
+            return type(x) in (int, float) and math.isfinite(float(x)) and x >= 0
+        except OverflowError:  # an integer past any float: 10**400
+            return False
+
     return (
         all(isinstance(t, str) for t in (s.run_id, s.created_at, s.model, s.top_span, s.prompt_sha256))
         and s.status in ("finished", "aborted", "failed")  # a run still marked running is left to read_run
         and count(s.spans) and count(s.evaluations)
-        and (s.spend_usd is None or (type(s.spend_usd) in (int, float) and math.isfinite(s.spend_usd) and s.spend_usd >= 0))
+        and (s.spend_usd is None or amount(s.spend_usd))
         and (s.label is None or isinstance(s.label, str))
     )
 

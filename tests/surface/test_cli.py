@@ -187,7 +187,7 @@ def test_a_runs_dir_that_is_a_file(tmp_path, capsys, argv):
 
 WRONG_TYPES = [{"spans": "3"}, {"evaluations": None}, {"spend_usd": "0.1"}, {"spend_usd": [1]}, {"top_span": 7},
                {"model": None}, {"label": 3}, {"status": 1}, {"spans": True}, {"spend_usd": float("nan")},
-               {"spend_usd": float("inf")}, {"spans": -2}]
+               {"spend_usd": float("inf")}, {"spend_usd": 10**400}, {"spans": -2}]
 
 
 @pytest.mark.parametrize("change", WRONG_TYPES, ids=lambda c: f"{c}")
