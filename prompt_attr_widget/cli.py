@@ -44,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     ls.add_argument("--label")
     ls.add_argument("--tag", choices=TAGS)
     ls.add_argument("--model")
-    ls.add_argument("--status", choices=["running", "finished", "aborted", "failed", "corrupt"])
+    ls.add_argument("--status", choices=["running", "finished", "aborted", "failed", "corrupt", "empty"])
     ls.add_argument("--all", action="store_true", help="archived runs too")
 
     tag = sub.add_parser("tag", help="tag a run: baseline, experimental or archived (--remove to untag)")
@@ -211,11 +211,37 @@ def _character_range(text: str) -> tuple[int, int]:
         raise UsageError(f"--target-range {text!r} must be START:END character offsets, e.g. 0:12") from None
 
 
+MAX_PROMPT_BYTES = 4 * 1024 * 1024  # 4 MiB: about a million tokens, past any model's context
+MAX_PROMPT_ENV = "PROMPT_ATTR_MAX_PROMPT_BYTES"
+
+
+def max_prompt_bytes() -> int:
+    """The cap on a prompt read from a file or standard input: $PROMPT_ATTR_MAX_PROMPT_BYTES, else 4 MiB."""
+    text = os.environ.get(MAX_PROMPT_ENV, "").strip()
+    if not text:
+        return MAX_PROMPT_BYTES
+    if not text.isdecimal() or int(text) < 1:
+        raise UsageError(f"{MAX_PROMPT_ENV}={text!r} must be a whole number of bytes, 1 or more (default {MAX_PROMPT_BYTES})")
+    return int(text)
+
+
 def read_prompt(path: str) -> str:
+    """A prompt file (or - for standard input) as text; at most the cap plus one byte is read,
+    so /dev/zero or an endless pipe is refused instead of filling the memory."""
+    cap = max_prompt_bytes()
+    name = "standard input" if path == "-" else path
     try:
-        data = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+        if path == "-":
+            data = sys.stdin.buffer.read(cap + 1)
+        else:
+            with open(path, "rb") as fh:
+                data = fh.read(cap + 1)
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    if len(data) > cap:
+        size = f"{cap // 2**20} MiB" if cap % 2**20 == 0 else f"{cap}-byte"
+        raise UsageError(f"{name} is larger than the {size} prompt cap; give a shorter prompt, "
+                         f"or raise the cap with {MAX_PROMPT_ENV} (in bytes)")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -323,6 +349,11 @@ def _cmd_ls(args) -> int:
         marks = safe_terminal_text(" ".join(filter(None, [r.label, *r.tags])))[:18]
         print(f"{safe_terminal_text(r.run_id):<30} {r.status:<9} {r.prompt_sha256[:8]:<8} {marks:<18} "
               f"{safe_terminal_text(r.model)[:20]:<20} {r.spans:>5} {r.evaluations:>5} {spend:>9}  {safe_terminal_text(r.top_span)}")
+    empty = [r.run_id for r in runs if r.status == "empty"]
+    if empty:
+        print(f"\n{len(empty)} empty: a run folder with no event in it (the run never started: the disk was full or "
+              f"the process was killed before its first write); prompt-attr delete {empty[0]} removes it"
+              + ("; prune --keep-last N removes every empty one along with its retention" if len(empty) > 1 else ""))
     return 0
 
 
@@ -341,7 +372,8 @@ def _cmd_lifecycle(args) -> int:
         plan = lifecycle.plan_retention(folder, args.keep_last, args.delete_archived)
         print(("dry run: " if args.dry_run else "") + str(plan))
         if not args.dry_run:
-            lifecycle.apply_retention(plan, folder)
+            for run_id in lifecycle.apply_retention(plan, folder):
+                print(f"  skipped {run_id}: another process began writing or removed it meanwhile")
     return 0
 
 

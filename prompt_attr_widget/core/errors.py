@@ -20,6 +20,10 @@ class UsageError(PromptAttrError, ValueError):
     exit_code = 2
 
 
+class RunBusy(UsageError):
+    """The run is being written by another process right now (its lock is held; exit code 2)."""
+
+
 class BudgetRefused(PromptAttrError):
     """The projected spend exceeds the budget; nothing was called (exit code 3)."""
 

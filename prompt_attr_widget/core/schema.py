@@ -7,7 +7,7 @@ stored without credentials.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
@@ -20,6 +20,9 @@ Status = Literal["running", "finished", "aborted", "failed"]
 StoppedBy = Literal["budget"]
 # What an evaluation was for: only "attribution" evaluations feed the estimate.
 Purpose = Literal["attribution", "noise", "faithfulness", "heldout"]
+# Dollars: a finite amount, never negative. A NaN or infinite figure in a run file is refused
+# (the run is then rebuilt from its events, or reported corrupt), never shown as "$nan".
+Money = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 
 class Span(BaseModel):
@@ -54,7 +57,7 @@ class Call(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     embed_tokens: int = 0
-    cost_usd: float | None = 0.0
+    cost_usd: Money | None = 0.0
     elapsed_ms: float = 0.0
     cache_hit: bool = False
     finish_reason: str | None = None
@@ -135,7 +138,7 @@ class Faithfulness(BaseModel):
 
 
 class Spend(BaseModel):
-    usd: float | None = 0.0
+    usd: Money | None = 0.0
     calls: int = 0
     cache_hits: int = 0
     prompt_tokens: int = 0
@@ -166,7 +169,7 @@ class RunRecord(BaseModel):
     config: dict  # AttributionConfig as stored (no credentials); read it through `settings`
     backend: BackendRecord
     spans: list[Span]
-    projected_usd: float | None = None
+    projected_usd: Money | None = None
     scorer: str = "embedding"
     score_unit: str = "embedding distance (0-1)"
     target: Target | None = None

@@ -12,6 +12,7 @@ Dollars are formatted here once, so every view shows the same figure.
 from __future__ import annotations
 
 import html
+import math
 import re
 
 # Every bidi control, as a regex class body: the Arabic letter mark, LRM and RLM,
@@ -72,7 +73,8 @@ def one_line(text: str, limit: int) -> str:
 
 
 def usd(amount: float | None) -> str:
-    """Dollars with enough digits to be meaningful for tiny figures."""
-    if amount is None:
+    """Dollars with enough digits to be meaningful for tiny figures; no figure (None, NaN,
+    infinite) is "unknown", never "$nan"."""
+    if amount is None or not math.isfinite(amount):
         return "unknown"
     return f"${amount:.4f}" if amount == 0 or amount >= 0.01 else f"${amount:.6f}"

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import secrets
+import stat
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -23,7 +25,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from ..core.errors import PromptAttrError, RunNotFound, UsageError
+from ..core.errors import PromptAttrError, RunBusy, RunNotFound, UsageError
 from ..core.events import (
     EVENT_ADAPTER,
     Progress,
@@ -68,12 +70,51 @@ def atomic_write_json(path: Path, data: str) -> None:
         raise
 
 
+def busy(run_id: str, doing: str) -> RunBusy:
+    return RunBusy(
+        f"run {run_id} is being written by another process right now (its events.jsonl is locked); "
+        f"wait for it to end (or stop it: Ctrl-C where it runs), then {doing} it"
+    )
 
 
+@contextlib.contextmanager
+def writer_lock(folder: Path, doing: str):
+    """Keep any writer out of a run's folder for the block (delete, archive), or raise RunBusy.
+
+    A writer holds an exclusive flock on events.jsonl for the life of the
+    run; this takes a shared one, which fails while a writer holds it and,
+    while held, makes a writer that tries to start (resume) fail instead.
+    Two readers never block each other. No events.jsonl (or no fcntl): no
+    writer can hold the folder.
+    """
+    fd = None
+    if fcntl is not None:
+        try:  # non-blocking: a FIFO in place of the file must not hang us
+            fd = os.open(folder / "events.jsonl", os.O_RDONLY | os.O_NONBLOCK)
+        except OSError:
+            fd = None
+        if fd is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise busy(folder.name, doing) from None
+            except OSError:
+                pass  # a file system without locks: no writer could hold one either
+    try:
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)
 
 
-
-
+def is_live(folder: Path) -> bool:
+    """Whether another process is writing this run right now (it holds the run's lock)."""
+    try:
+        with writer_lock(folder, "read"):
+            return False
+    except RunBusy:
+        return True
 
 
 class RunWriter:
@@ -117,6 +158,13 @@ class RunWriter:
         """Continue a stored run in its own folder (locked: one writer at a time)."""
         self.run_id, self.record = record.run_id, record.model_copy(deep=True)
         self._started = True
+        run_json = self.path / "run.json"
+        if run_json.exists() and not run_json.is_file():  # the record was rebuilt from events.jsonl
+            kind = "a directory" if run_json.is_dir() else "not a regular file"
+            raise PromptAttrError(
+                f"run {self.run_id} cannot be resumed: its run.json is {kind}, not a file, so the run could not "
+                f"be saved; remove or rename it ({run_json}) and resume again: the run is rebuilt from events.jsonl"
+            )
         self._open_events()
 
     def release(self) -> None:
@@ -146,7 +194,10 @@ class RunWriter:
         self._append(event)
         self._started = True
         if isinstance(event, RunResumed):
-            self._write_record()  # readers see it running again
+            try:
+                self._write_record()  # readers see it running again
+            except OSError as exc:
+                raise _disk_error("write the run to", self.path, exc) from None
         if self.record.status != "running":
             self._close()
         return event
@@ -187,13 +238,15 @@ class RunWriter:
             fcntl.flock(self._events.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             self._events.close()
-            raise UsageError(
-                f"run {self.run_id} is being written by another process right now; "
-                "wait for it to end (or stop it) first"
-            ) from None
+            raise busy(self.run_id, "resume") from None
 
     def _append(self, event) -> None:
         try:
+            if os.fstat(self._events.fileno()).st_nlink == 0:
+                raise PromptAttrError(
+                    f"run {self.run_id}'s folder was deleted while the run was being written; it stopped "
+                    "so as not to pay for answers it can no longer store"
+                )
             self._events.write(event.model_dump_json() + "\n")
             self._events.flush()
         except OSError as exc:
@@ -221,7 +274,9 @@ def resolve_run_dir(run_id: str, runs_dir: Path) -> Path:
         raise UsageError(f"{run_id!r} is not a run id (like 20261123T101500123Z-1a2b3c4d); see prompt-attr ls")
     if RUN_ID.match(run_id):
         path = runs_dir / run_id
-        if not (path / "run.json").is_file() and not (path / "events.jsonl").is_file():
+        if runs_dir.exists() and not runs_dir.is_dir():
+            raise _not_a_folder(runs_dir)
+        if not path.is_dir():
             raise RunNotFound(f"no run {run_id} in {runs_dir}; see prompt-attr ls")
         return path
     ids = run_ids(runs_dir)
@@ -232,50 +287,125 @@ def resolve_run_dir(run_id: str, runs_dir: Path) -> Path:
     return runs_dir / matches[0]
 
 
+def _not_a_folder(runs_dir: Path) -> UsageError:
+    return UsageError(f"{runs_dir} is a file, not a runs folder; give a folder with --runs-dir or PROMPT_ATTR_RUNS_DIR")
+
+
 def run_ids(runs_dir: Path) -> list[str]:
+    """The ids of the run folders in a runs folder, sorted (oldest first); none if it does not exist."""
     try:
-        return sorted(e.name for e in os.scandir(runs_dir) if e.is_dir() and RUN_ID.match(e.name))
+        with os.scandir(runs_dir) as entries:
+            return sorted(e.name for e in entries if RUN_ID.match(e.name) and e.is_dir())
     except FileNotFoundError:
         return []
+    except NotADirectoryError:
+        raise _not_a_folder(Path(runs_dir)) from None
+    except OSError as exc:
+        raise PromptAttrError(
+            f"cannot read the runs folder {runs_dir}: {exc.strerror or exc}; fix its permissions or choose "
+            "another folder with --runs-dir / PROMPT_ATTR_RUNS_DIR"
+        ) from None
+
+
+def _read_file(folder: Path, name: str) -> tuple[bytes | None, str]:
+    """A run file's bytes, or None and why not (missing, a directory, unreadable)."""
+    path = folder / name
+    try:
+        if not stat.S_ISREG(path.stat().st_mode):  # a directory, a FIFO, /dev/zero: never read
+            kind = "a directory" if path.is_dir() else "not a regular file"
+            return None, f"{name} is {kind}, not a file"
+        return path.read_bytes(), ""
+    except FileNotFoundError:
+        return None, f"{name} is missing"
+    except OSError as exc:
+        return None, f"{name} cannot be read ({exc.strerror or exc})"
+
+
+def is_empty(folder: Path) -> bool:
+    """A folder reserved for a run that never wrote its first event: nothing in it but an empty
+    events.jsonl (or nothing at all) and leftover temp files. Nothing is lost by removing it."""
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.name.startswith(".tmp-"):
+                    continue
+                if entry.name != "events.jsonl" or not entry.is_file(follow_symlinks=False) or entry.stat().st_size:
+                    return False
+    except OSError:
+        return False
+    return True
+
+
+def empty_message(run_id: str) -> str:
+    return (
+        f"run {run_id} is empty: its folder holds no event (the run never started: the disk was full or the "
+        f"process was killed before its first write); prompt-attr delete {run_id} (or prune) removes it"
+    )
 
 
 def read_run(run_id: str, runs_dir: Path) -> RunRecord:
-    """Load a run record; a run left 'running' (crash, kill) is rebuilt from its events."""
+    """Load a run record. A run.json that is missing, does not validate (truncated, edited, a
+    NaN) or still says 'running' (crash, kill) is rebuilt from events.jsonl."""
     path = resolve_run_dir(run_id, runs_dir)
     record = None
-    try:
-        record = RunRecord.model_validate_json((path / "run.json").read_bytes())
-    except FileNotFoundError:
-        pass
-    except (ValidationError, ValueError) as exc:
-        raise PromptAttrError(f"run {path.name} is corrupted (run.json does not validate: {str(exc).splitlines()[0]})") from None
+    data, problem = _read_file(path, "run.json")
+    if data is not None:
+        try:
+            record = RunRecord.model_validate_json(data)
+        except (ValidationError, ValueError) as exc:
+            problem = f"run.json does not validate: {str(exc).splitlines()[0]}"
     if record is None or record.status == "running":
-        record = replay_events(path) or record
-    if record is None:
-        raise PromptAttrError(f"run {path.name} has neither a readable run.json nor events")
+        live = is_live(path)
+        rebuilt, events_problem = _replay(path, live)
+        record = rebuilt or record
+        if record is None:
+            if is_empty(path):
+                if live:
+                    raise RunNotFound(f"run {path.name} has only just started and holds nothing yet; try again in a moment")
+                raise RunNotFound(empty_message(path.name))
+            raise PromptAttrError(
+                f"run {path.name} is corrupted ({problem}, and {events_problem}: nothing to rebuild it from); "
+                f"prompt-attr delete {path.name} removes it"
+            )
+        if record.status == "running" and not live:  # run.json said running; its events are unreadable
+            _stopped(record)
     problem = inconsistency(record)
     if problem:
         raise PromptAttrError(f"run {path.name} is corrupted ({problem})")
     return record
 
 
-def replay_events(path: Path) -> RunRecord | None:
-    """Rebuild a record from events.jsonl, skipping a torn last line."""
+def _stopped(record: RunRecord) -> None:
+    record.status = "aborted"
+    record.reason = "the run stopped before it finished (rebuilt from events.jsonl)"
+
+
+def _replay(path: Path, live: bool) -> tuple[RunRecord | None, str]:
+    """The record events.jsonl rebuilds, or None and why it rebuilds none."""
+    data, problem = _read_file(path, "events.jsonl")
+    if data is None:
+        return None, problem
     record = None
-    try:
-        lines = (path / "events.jsonl").read_text("utf-8", errors="replace").splitlines()
-    except FileNotFoundError:
-        return None
-    for line in lines:
+    for line in data.decode("utf-8", errors="replace").splitlines():
         try:
             event = EVENT_ADAPTER.validate_json(line)
         except (ValidationError, ValueError):
             continue
         record = apply_event(record, event)
-    if record is not None and record.status == "running":
-        record.status = "aborted"
-        record.reason = "the run stopped before it finished (rebuilt from events.jsonl)"
-    return record
+    if record is None:
+        return None, "events.jsonl holds no readable run_started event"
+    if record.status == "running" and not live:
+        _stopped(record)
+    return record, ""
+
+
+def replay_events(path: Path, live: bool = False) -> RunRecord | None:
+    """Rebuild a record from events.jsonl, skipping a torn last line.
+
+    A run that never reached its end is `aborted`, unless it is `live`
+    (another process is writing it right now): then it is still running.
+    """
+    return _replay(Path(path), live)[0]
 
 
 @dataclass
@@ -322,13 +452,37 @@ def _stored_summary(path: Path) -> RunSummary | None:
         size = data.pop("run_json_bytes")
         summary = RunSummary(**data)
         fresh = (path / "run.json").stat().st_size == size
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError):
         return None
-    return summary if fresh and summary.status != "running" and summary.run_id == path.name else None
+    return summary if fresh and summary.run_id == path.name and _well_typed(summary) else None
+
+
+def _well_typed(s: RunSummary) -> bool:
+    """A summary.json is anyone's to edit: each field must have its type (and a spend its
+    meaning: a finite amount, never NaN) before `ls` formats it; else run.json is read."""
+    def count(n) -> bool:
+        return type(n) is int and n >= 0
+
+    def amount(x) -> bool:
+        try:
+            return type(x) in (int, float) and math.isfinite(float(x)) and x >= 0
+        except OverflowError:  # an integer past any float: 10**400
+            return False
+
+    return (
+        all(isinstance(t, str) for t in (s.run_id, s.created_at, s.model, s.top_span, s.prompt_sha256))
+        and s.status in ("finished", "aborted", "failed")  # a run still marked running is left to read_run
+        and count(s.spans) and count(s.evaluations)
+        and (s.spend_usd is None or amount(s.spend_usd))
+        and (s.label is None or isinstance(s.label, str))
+    )
 
 
 def list_runs(runs_dir: Path, **where) -> list[RunSummary]:
     """Every run in the folder, oldest first; quick: a small summary.json per run is enough.
+
+    A run that cannot be read is listed as `corrupt`, a folder of a run that never wrote its
+    first event as `empty` (see `is_empty`), a run another process is writing as `running`.
 
     `where` filters (see `matches`): prompt (a hash prefix), label, tag, model, status.
     """
@@ -336,7 +490,11 @@ def list_runs(runs_dir: Path, **where) -> list[RunSummary]:
     for run_id in run_ids(runs_dir):
         path = Path(runs_dir) / run_id
         summary = _stored_summary(path)
-        if summary is None:
+        if summary is None and is_empty(path):
+            live = is_live(path)  # reserved a moment ago, its first event not yet written
+            summary = RunSummary(run_id, "?", "running" if live else "empty", "?", 0, 0, None,
+                                 "starting" if live else "never started: prompt-attr delete removes it")
+        elif summary is None:
             try:
                 summary = summarise(read_run(run_id, runs_dir))
             except PromptAttrError as exc:

@@ -132,6 +132,35 @@ def test_a_full_disk_before_the_run_starts_costs_nothing(tiny_disk, tmp_path):
     assert run_ids(runs_dir) == []  # no half-made run folder left behind
 
 
+KILLED_BEFORE_ITS_FIRST_WRITE = textwrap.dedent(
+    """
+    import os, sys
+    from prompt_attr_widget.store.runs import RunWriter
+    print(RunWriter(sys.argv[1]).reserve(), flush=True)
+    os._exit(9)  # as SIGKILL or the OOM killer would: no clean-up runs
+    """
+)
+
+
+def test_a_run_folder_left_empty_is_shown_as_empty_and_can_be_removed(runs_dir, capsys):
+    empty = [subprocess.run([sys.executable, "-c", KILLED_BEFORE_ITS_FIRST_WRITE, str(runs_dir)], capture_output=True,
+                            text=True, timeout=60).stdout.strip() for _ in range(2)]
+    assert run_ids(runs_dir) == sorted(empty)  # what a killed writer leaves: a folder and an empty events.jsonl
+    kept = prompt_attr.attribute(PROMPT, backend=FakeBackend(), runs_dir=runs_dir, method="loo")
+    assert [s.status for s in prompt_attr.list_runs(runs_dir)] == ["empty", "empty", "finished"]
+    assert cli(["ls", "--runs-dir", str(runs_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "2 empty: a run folder with no event in it" in out and f"prompt-attr delete {empty[0]}" in out
+    assert "corrupt" not in out
+    assert cli(["show", empty[0], "--runs-dir", str(runs_dir)]) == 1
+    err = capsys.readouterr().err
+    assert "is empty" in err and f"prompt-attr delete {empty[0]}" in err and len(err.splitlines()) == 1
+    assert cli(["delete", empty[0], "--runs-dir", str(runs_dir)]) == 0
+    assert cli(["prune", "--keep-last", "5", "--runs-dir", str(runs_dir)]) == 0
+    assert f"delete  {empty[1]}" in capsys.readouterr().out
+    assert run_ids(runs_dir) == [kept.run_id]
+
+
 def test_an_unwritable_runs_folder_fails_before_any_call(tmp_path):
     not_a_folder = tmp_path / "file"
     not_a_folder.write_text("x")
@@ -201,8 +230,10 @@ def copy_run(source: Path, runs_dir: Path, count: int) -> None:
 def test_ls_over_a_thousand_runs_answers_in_under_a_second(runs_dir, capsys):
     base = prompt_attr.attribute(PROMPT, backend=FakeBackend(), runs_dir=runs_dir, method="loo")
     copy_run(base.path, runs_dir, 999)
-    broken = run_ids(runs_dir)[500]
-    (runs_dir / broken / "run.json").write_text('{"run_id": "trunc', "utf-8")  # its summary is now stale
+    truncated, broken = run_ids(runs_dir)[500], run_ids(runs_dir)[700]
+    (runs_dir / truncated / "run.json").write_text('{"run_id": "trunc', "utf-8")  # its summary is now stale
+    (runs_dir / broken / "run.json").write_text('{"run_id": "trunc', "utf-8")
+    (runs_dir / broken / "events.jsonl").write_text("", "utf-8")  # and nothing to rebuild it from
     started = time.perf_counter()
     listed = prompt_attr.list_runs(runs_dir)
     api_s = time.perf_counter() - started
@@ -211,7 +242,8 @@ def test_ls_over_a_thousand_runs_answers_in_under_a_second(runs_dir, capsys):
     cli_s = time.perf_counter() - started
     out = capsys.readouterr().out
     assert len(listed) == 1000 and len(out.splitlines()) == 1001
-    assert [s.status for s in listed].count("corrupt") == 1 and listed[500].status == "corrupt"
+    assert [s.status for s in listed].count("corrupt") == 1 and listed[700].status == "corrupt"
+    assert listed[500].status == "finished"  # rebuilt from its events
     assert api_s < 1.0 and cli_s < 1.0, (api_s, cli_s)
 
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -11,6 +14,7 @@ from prompt_attr import UsageError
 from prompt_attr_widget.backends.fake import FakeBackend
 from prompt_attr_widget.cli import main as cli
 from prompt_attr_widget.store import lifecycle
+from prompt_attr_widget.store.runs import run_ids
 
 V1 = "It was late. The Blue Falcon landed safely. My cat slept."
 V2 = "It was late. The Red Falcon landed safely. My cat slept."
@@ -108,3 +112,106 @@ def test_cli_label_tag_ls_filters_and_prune(runs_dir, capsys, tmp_path):
     assert cli(["delete", runs[0].run_id, "--runs-dir", str(runs_dir)]) == 0
     assert cli(["restore", runs[1].run_id, "--runs-dir", str(runs_dir)]) == 0
     assert cli(["archive", "../x", "--runs-dir", str(runs_dir)]) == 2
+
+
+# --- a run being written by another process ------------------------------------------------------
+
+LIVE_CHILD = """
+import sys
+import prompt_attr
+from prompt_attr_widget.backends.fake import FakeBackend
+from prompt_attr_widget.core.events import Evaluated
+
+backend, seen = FakeBackend(latency=0.005), []  # not instant: the parent acts between answers
+
+def pause_once(event):
+    if isinstance(event, Evaluated) and not seen:
+        seen.append(event)
+        print("LIVE", event.evaluation.id, flush=True)
+        sys.stdin.readline()  # the run is live (its lock held) until the parent answers
+
+try:
+    a = prompt_attr.attribute(sys.argv[2], backend=backend, runs_dir=sys.argv[1], method="loo", cache=False,
+                              concurrency=1, on_event=pause_once)
+    print("DONE", a.status, a.run_id, len(a.record.evaluations), backend.calls, flush=True)
+except prompt_attr.PromptAttrError as exc:
+    print("ERROR", backend.calls, exc, flush=True)
+"""
+
+
+class LiveRun:
+    """A real run in a second process, paused after its first evaluation with its lock held."""
+
+    def __init__(self, runs_dir, prompt=V1):
+        self.runs_dir = runs_dir
+        self.proc = subprocess.Popen([sys.executable, "-c", LIVE_CHILD, str(runs_dir), prompt],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline()
+        assert line.startswith("LIVE"), line
+        (self.run_id,) = run_ids(runs_dir)
+
+    def finish(self) -> str:
+        out, _ = self.proc.communicate("\n", timeout=120)
+        return out.strip()
+
+
+LONG = " ".join(f"Sentence {i} names Item{i}." for i in range(30))
+
+
+@pytest.fixture
+def live(runs_dir, request):
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    child = None
+    try:
+        child = LiveRun(runs_dir, getattr(request, "param", V1))
+        yield child
+    finally:
+        if child is not None and child.proc.poll() is None:
+            child.proc.kill()
+            child.proc.wait()
+
+
+def test_delete_archive_and_prune_refuse_a_run_being_written(runs_dir, live, capsys):
+    older = run(runs_dir)  # the same prompt, finished: prune may archive it
+    where = ["--runs-dir", str(runs_dir)]
+    assert cli(["delete", live.run_id, *where]) == 2
+    err = capsys.readouterr().err
+    assert "being written by another process" in err and "wait for it to end" in err and "Traceback" not in err
+    assert cli(["delete", live.run_id, "--force", *where]) == 2
+    assert cli(["archive", live.run_id, *where]) == 2
+    assert "being written by another process" in capsys.readouterr().err
+    assert cli(["tag", live.run_id, "archived", *where]) == 2
+    capsys.readouterr()
+    assert cli(["prune", "--keep-last", "0", *where]) == 0
+    out = capsys.readouterr().out
+    assert f"skip    {live.run_id}" in out and "being written" in out
+    assert f"archive {older.run_id}" in out
+    with pytest.raises(UsageError, match="being written"):
+        lifecycle.delete(live.run_id, runs_dir)
+    assert (runs_dir / live.run_id / "events.jsonl").is_file()
+    assert lifecycle.read_tags(runs_dir / live.run_id) == []
+    status, state, run_id, evaluations, calls = live.finish().split()
+    assert (status, state, run_id) == ("DONE", "finished", live.run_id)
+    stored = prompt_attr.load_run(run_id, runs_dir=runs_dir)
+    assert stored.status == "finished" and len(stored.record.evaluations) == int(evaluations)
+    assert cli(["delete", live.run_id, *where]) == 0  # once it ended
+
+
+def test_ls_and_show_see_a_live_run_as_running(runs_dir, live, capsys):
+    [summary] = prompt_attr.list_runs(runs_dir)
+    assert summary.run_id == live.run_id and summary.status == "running"
+    assert cli(["show", live.run_id, "--runs-dir", str(runs_dir), "--no-color"]) == 0
+    assert "running" in capsys.readouterr().out
+    with pytest.raises(UsageError, match="still running"):
+        prompt_attr.attribute(resume=live.run_id, backend=FakeBackend(), runs_dir=runs_dir)
+    assert live.finish().startswith("DONE finished")
+
+
+@pytest.mark.parametrize("live", [LONG], indirect=True)
+def test_a_run_whose_folder_is_deleted_under_it_stops_paying(runs_dir, live):
+    shutil.rmtree(runs_dir / live.run_id)  # by hand (rm -rf): the lock cannot stop that
+    status, calls, *message = live.finish().split(" ", 2)
+    assert status == "ERROR" and "was deleted while" in message[0]
+    # of 31 calls (baseline and 30 spans): the baseline, the paused answer, the one then in flight
+    # and at most one more (concurrency 1); before, the run went on to ask all 31
+    assert int(calls) <= 4, calls

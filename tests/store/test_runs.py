@@ -190,23 +190,70 @@ def test_a_missing_run_json_is_rebuilt_from_complete_events(runs_dir):
     assert record.spend == a.record.spend
 
 
-@pytest.mark.parametrize("content", [b"{not json", b"", b'{"run_id": 3}', b"\xff\xfe\x00garbage", b"[]"])
-def test_a_corrupted_run_json_is_an_error_not_a_crash(runs_dir, content):
+CORRUPT_RUN_JSON = [b"{not json", b"", b'{"run_id": 3}', b"\xff\xfe\x00garbage", b"[]"]
+
+
+@pytest.mark.parametrize("content", CORRUPT_RUN_JSON)
+def test_a_run_json_that_does_not_validate_is_rebuilt_from_the_events(runs_dir, content):
     a = run(runs_dir)
     (a.path / "run.json").write_bytes(content)
-    with pytest.raises(PromptAttrError, match="corrupted"):
+    rebuilt = prompt_attr.load_run(a.run_id, runs_dir=runs_dir).record
+    assert rebuilt.status == "finished" and rebuilt.evaluations == a.record.evaluations
+    assert rebuilt.attribution == a.record.attribution and rebuilt.spend == a.record.spend
+    assert [s.status for s in prompt_attr.list_runs(runs_dir)] == ["finished"]
+
+
+@pytest.mark.parametrize("content", CORRUPT_RUN_JSON)
+def test_a_corrupted_run_json_without_events_is_an_error_not_a_crash(runs_dir, content):
+    a = run(runs_dir)
+    (a.path / "run.json").write_bytes(content)
+    (a.path / "events.jsonl").write_bytes(b'{"type": "run_sta')  # torn: nothing to rebuild from
+    with pytest.raises(PromptAttrError, match="corrupted .*run.json.*prompt-attr delete") as info:
         prompt_attr.load_run(a.run_id, runs_dir=runs_dir)
+    assert "\n" not in str(info.value)
     summary = prompt_attr.list_runs(runs_dir)
     assert [s.status for s in summary] == ["corrupt"]
 
 
+def stopped_run(runs_dir, after: int = 4):
+    """A run of the fake model stopped by an interrupt after a few events: aborted, resumable."""
+    seen = []
+
+    def stop(event):
+        seen.append(event)
+        if len(seen) == after:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        prompt_attr.attribute(PROMPT, model="fake", runs_dir=runs_dir, method="loo", faithfulness="off", on_event=stop)
+    [run_id] = run_ids(runs_dir)
+    return read_run(run_id, runs_dir)
+
+
+@pytest.mark.parametrize("cut", [0.5, 0.9, 0.0])
+def test_a_truncated_run_json_of_a_stopped_run_is_rebuilt_and_resumes(runs_dir, cut):
+    stopped = stopped_run(runs_dir)
+    assert stopped.status == "aborted" and stopped.evaluations
+    run_json = runs_dir / stopped.run_id / "run.json"
+    data = run_json.read_bytes()
+    run_json.write_bytes(data[: int(len(data) * cut)])  # a disk that filled, a copy cut short
+    rebuilt = read_run(stopped.run_id, runs_dir)
+    assert rebuilt.status == "aborted" and rebuilt.evaluations == stopped.evaluations
+    assert [s.status for s in prompt_attr.list_runs(runs_dir)] == ["aborted"]
+    backend = FakeBackend()
+    done = prompt_attr.attribute(resume=stopped.run_id, backend=backend, runs_dir=runs_dir)
+    assert done.status == "finished" and done.run_id == stopped.run_id
+    assert backend.calls == len(PROMPT.split(". ")) - len(stopped.evaluations)  # the stored answers not asked again
+    assert json.loads(run_json.read_bytes())["status"] == "finished"  # run.json is whole again
+
+
 def test_a_run_folder_with_nothing_in_it(runs_dir):
     a = run(runs_dir)
-    for name in ("run.json", "events.jsonl"):
+    for name in ("run.json", "events.jsonl", "summary.json"):
         (a.path / name).unlink()
-    with pytest.raises(RunNotFound):
+    with pytest.raises(RunNotFound, match="is empty.*prompt-attr delete"):
         prompt_attr.load_run(a.run_id, runs_dir=runs_dir)
-    assert [s.status for s in prompt_attr.list_runs(runs_dir)] == ["corrupt"]
+    assert [s.status for s in prompt_attr.list_runs(runs_dir)] == ["empty"]
 
 
 def test_an_unwritable_runs_folder_is_a_clear_error(tmp_path):

@@ -229,23 +229,54 @@ def corrupt_events(draw, original: bytes) -> bytes:
 
 
 def assert_loads_or_refuses(runs: Path, run_id: str) -> None:
-    """load_run, list_runs, `show` and `ls`: a clean result or a PromptAttrError, nothing else."""
+    """load_run, list_runs, `show`, `ls`, `export` and `tag`: a clean result or a PromptAttrError,
+    nothing else, and never a spend of "$nan"."""
     with contextlib.suppress(PromptAttrError):
         prompt_attr.load_run(run_id, runs_dir=runs)
     prompt_attr.list_runs(runs)
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        assert cli.main(["show", run_id, "--runs-dir", str(runs), "--no-color"]) in (0, 1)
-        assert cli.main(["show", run_id, "--runs-dir", str(runs), "--json"]) in (0, 1)
-        assert cli.main(["ls", "--runs-dir", str(runs)]) == 0
+    where = ["--runs-dir", str(runs)]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        assert cli.main(["show", run_id, *where, "--no-color"]) in (0, 1)
+        assert cli.main(["show", run_id, *where, "--json"]) in (0, 1)
+        assert cli.main(["ls", *where]) == 0
+        assert cli.main(["ls", "--json", *where]) == 0
+        assert cli.main(["export", run_id, "--format", "json", *where]) in (0, 1)
+        assert cli.main(["tag", run_id, "experimental", *where]) in (0, 1)  # writes tags.json
+    assert "$nan" not in out.getvalue() and "$inf" not in out.getvalue()
+
+
+_RUN_FILES = ["run.json", "events.jsonl", "summary.json", "tags.json"]
+
+
+@st.composite
+def wrong_summary(draw, original: bytes) -> bytes:
+    """summary.json with one field of another type (or NaN), still the size run.json has: so it is what ls reads."""
+    doc = json.loads(original)
+    key = draw(st.sampled_from(sorted(k for k in doc if k != "run_json_bytes")))
+    doc[key] = draw(_JSON | _ODD_NUMBERS | st.sampled_from([math.nan, "nan", [], {}, True]))
+    return json.dumps(doc).encode()
+
+
+@st.composite
+def non_finite(draw, original: bytes) -> bytes:
+    """The real document with one of its numbers (a spend, a cost, a score, a count) NaN or infinite."""
+    doc = json.loads(original)
+    paths = [p for p in _paths(doc) if type(_at(doc, p)) in (int, float) and p]
+    money = [p for p in paths if p[-1] in ("usd", "cost_usd", "projected_usd")]
+    path = draw(st.sampled_from(money) if money and draw(st.booleans()) else st.sampled_from(paths))
+    return json.dumps(_replaced(doc, path, draw(st.sampled_from([math.nan, math.inf, -math.inf])))).encode()
 
 
 @FUZZ
-@given(data=st.data(), target=st.sampled_from(["run.json", "events.jsonl", "both", "running"]))
+@given(data=st.data(), target=st.sampled_from(["run.json", "events.jsonl", "both", "running", "summary.json",
+                                                "summary types", "directory", "nan"]))
+@example(data=None, target="directory")  # always tried: run.json a directory (no draws: data is None)
 def test_corrupted_run_files_load_or_fail_cleanly(stored, data, target):
     with tempfile.TemporaryDirectory() as tmp:
         runs = Path(shutil.copytree(stored, Path(tmp) / "runs"))
         (folder,) = runs.iterdir()
-        run_json, events = folder / "run.json", folder / "events.jsonl"
+        run_json, events, summary = folder / "run.json", folder / "events.jsonl", folder / "summary.json"
         if target in ("run.json", "both"):
             run_json.write_bytes(data.draw(corrupted(run_json.read_bytes())))
         if target in ("events.jsonl", "both"):
@@ -254,6 +285,21 @@ def test_corrupted_run_files_load_or_fail_cleanly(stored, data, target):
             record = json.loads(run_json.read_bytes())
             run_json.write_text(json.dumps({**record, "status": "running"}))
             events.write_bytes(corrupt_events(data.draw, events.read_bytes()))
+        if target == "summary.json":
+            summary.write_bytes(data.draw(corrupted(summary.read_bytes())))
+        if target == "summary types":
+            summary.write_bytes(data.draw(wrong_summary(summary.read_bytes())))
+        if target == "directory":  # one or more of the run's files is a directory (empty or not)
+            names = ["run.json"] if data is None else data.draw(st.sets(st.sampled_from(_RUN_FILES), min_size=1))
+            for name in names:
+                (folder / name).unlink(missing_ok=True)
+                (folder / name).mkdir()
+                if data is not None and data.draw(st.booleans()):
+                    (folder / name / "x").write_text("{}")
+        if target == "nan":
+            victim = data.draw(st.sampled_from([run_json, summary, "both"]))
+            for path in [run_json, summary] if victim == "both" else [victim]:
+                path.write_bytes(data.draw(non_finite(path.read_bytes())))
         assert_loads_or_refuses(runs, folder.name)
 
 

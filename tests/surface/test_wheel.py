@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import sysconfig
@@ -69,7 +70,9 @@ def test_extension_loads_from_the_installed_wheel(wheel, tmp_path):
         "assert 'export default' in AttributionWidget._esm and '.prompt-attr' in AttributionWidget._css\n"
         "print(pathlib.Path(prompt_attr_widget.__file__).resolve())\n"
     )
-    proc = subprocess.run([str(python), "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    clean = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # a PYTHONPATH to a checkout would win
+    proc = subprocess.run([str(python), "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env=clean)
     assert proc.returncode == 0, proc.stderr
     assert str(env_dir.resolve()) in proc.stdout, f"imported from the wrong place: {proc.stdout}"
 
