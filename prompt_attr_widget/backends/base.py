@@ -49,7 +49,8 @@ class TokenLogprobs:
     logprobs: list[float]
     offsets: list[int]
     length: int  # characters in the continuation
-    prompt_tokens: int = 0
+    prompt_tokens: int = 0  # as billed (0: the response reported no usage)
+    completion_tokens: int = 1  # as billed: the one token a scoring call generates, or what the server reports
 
     def mean_over(self, start: int, end: int) -> float | None:
         """Mean log-probability of the tokens overlapping [start, end), or None if none do."""

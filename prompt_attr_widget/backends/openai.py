@@ -226,6 +226,7 @@ class OpenAIBackend:
             offsets=[o for o, _ in chosen],
             length=len(continuation),
             prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
+            completion_tokens=max(1, generated),
         )
 
     async def aclose(self) -> None:

@@ -15,6 +15,8 @@ from prompt_attr import BudgetRefused, Price, UsageError
 from prompt_attr_widget.backends.fake import FakeBackend
 from prompt_attr_widget.backends.prices import lookup_price, price_table
 from prompt_attr_widget.core.cost import (
+    BOUND_CALL_TOKENS,
+    BOUND_MESSAGE_TOKENS,
     MESSAGE_OVERHEAD_TOKENS,
     REPLY_OVERHEAD_TOKENS,
     bound_tokens,
@@ -117,7 +119,8 @@ def test_bound_covers_a_real_byte_level_bpe_tokenizer():
 
 def test_messages_tokens_adds_overheads():
     messages = [{"role": "system", "content": "abcd"}, {"role": "user", "content": "héllo"}]
-    assert messages_tokens(messages, bound=True) == REPLY_OVERHEAD_TOKENS + 2 * MESSAGE_OVERHEAD_TOKENS + 4 + 6
+    # the bound: every byte, and a chat template's tokens before any server has answered
+    assert messages_tokens(messages, bound=True) == BOUND_CALL_TOKENS + 2 * BOUND_MESSAGE_TOKENS + 4 + 6
     assert messages_tokens(messages, bound=False) == REPLY_OVERHEAD_TOKENS + 2 * MESSAGE_OVERHEAD_TOKENS + 1 + 2
     assert messages_tokens(messages, bound=True) >= messages_tokens(messages, bound=False)
 
