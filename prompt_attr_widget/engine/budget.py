@@ -5,6 +5,10 @@ never passes the budget, whatever the latency or concurrency. The worst case
 is the byte bound of what is sent plus what the server's template adds
 (core/cost.py): conservative until the server has answered a request of
 that kind, then calibrated from the usage it reports (`Calibration`).
+
+The projection is an estimate of the run's typical spend (core/cost.py),
+not a limit: a run it lets start may still be stopped by the budget, with
+everything paid for saved.
 """
 
 from __future__ import annotations
@@ -126,7 +130,13 @@ class Budget:
 
 
 def check_projection(projected_usd: float | None, budget_usd: float | None, model: str) -> None:
-    """Refuse before the first call when the projected spend exceeds the budget."""
+    """Refuse before the first call when the projected spend exceeds the budget.
+
+    The projection estimates typical token counts (core/cost.py): a run over
+    it would most likely be stopped by the budget part-way, so it is refused
+    with the figure. A run under it is let start, and the budget, enforced
+    call by call, still stops it before it passes the limit.
+    """
     if budget_usd is None:
         return
     if projected_usd is None:
@@ -137,8 +147,8 @@ def check_projection(projected_usd: float | None, budget_usd: float | None, mode
         )
     if projected_usd > budget_usd:
         raise BudgetRefused(
-            f"refused: this run could cost up to {usd(projected_usd)}, over the budget of "
-            f"{usd(budget_usd)}; raise --budget, use --method hierarchical, a coarser --segment, "
+            f"refused: this run is projected to cost about {usd(projected_usd)} (an estimate), over the "
+            f"budget of {usd(budget_usd)}; raise --budget, use --method hierarchical, a coarser --segment, "
             "a smaller --max-tokens, or --model local (free)",
             projected_usd,
             budget_usd,

@@ -139,7 +139,7 @@ class _Run:
         )
 
     def projected_cost(self, evaluations: int) -> float | None:
-        """Upper-bound spend of these evaluations, the baseline (and its scoring call) added."""
+        """Estimated spend of these evaluations, the baseline (and its scoring call) added."""
         return self.plan.projected_cost(evaluations, self.backend.info, 1 + self.scorer.scores_baseline)
 
     # --- measuring ----------------------------------------------------------------------------
