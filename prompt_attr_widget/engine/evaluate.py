@@ -116,6 +116,10 @@ class Evaluator:
         self.cache.set(key, dataclasses.asdict(scored))
         return Call(output=None, prompt_tokens=prompt_tokens, cost_usd=cost, elapsed_ms=_ms(start)), scored
 
+    async def probe_logprob(self, messages: list[dict], continuation: str) -> TokenLogprobs:
+        """A backend's check whether its server offers log-probabilities: a billed call like the others."""
+        return (await self.logprob(messages, continuation))[1]
+
     async def embed(self, text: str) -> Embedded:
         """The embedding of one answer (cached, limited, budgeted)."""
         key = cache_key("embed", self.info, {"text": text})
@@ -148,10 +152,11 @@ class Evaluator:
                 try:
                     self.spend.calls += 1
                     result = await send()
-                except BaseException:
+                except BaseException as exc:
                     # A failed call may still have been billed; we cannot know, so keep
                     # its worst case booked as spent rather than risk passing the budget.
-                    self._settle(worst, worst)
+                    # Only a request the server refused outright (BackendError.unbilled) cost nothing.
+                    self._settle(worst, 0.0 if getattr(exc, "unbilled", False) and worst is not None else worst)
                     raise
                 self._answered.add(request.kind)
                 prompt_tokens, output_tokens = usage(result)
