@@ -313,6 +313,25 @@ class _Run:
         """After the stream was closed from outside: wait for the cancelled calls to stop."""
         await self.batches.settle()
 
+    async def wind_down(self) -> list[Evaluated]:
+        """After a stop inside the stream (the budget, a failure): wait for the calls cut off to
+        stop, and hand over the answers that came back but were not streamed yet.
+
+        Calls of the batch may still be in flight, or may even have started after the stop was
+        decided (a smaller request fits where the stopped one did not): they reached the server,
+        so they are paid for, and the spend reported next must hold them (a call cut off books
+        its worst case when it stops, see Evaluator._paid). Their answers are stored too.
+        """
+        await self.batches.settle()
+        events, self.unreported[:] = list(self.unreported), []
+        for reported in events:
+            e = reported.evaluation
+            if e.purpose == "attribution":
+                self.evaluated.setdefault(tuple(e.dropped), e)
+            elif e.purpose in ("faithfulness", "heldout"):
+                self.checks.setdefault(tuple(e.dropped), e)
+        return events
+
     def closing_events(self, status: str, reason: str) -> list:
         """The events that end a run stopped outside its stream (an interrupt, a crash in a sink):
         the estimate of what was evaluated (answers that came back unreported included), so the
@@ -430,11 +449,15 @@ async def run_events(
         run.halt()  # closed by the consumer (an interrupt): stop paying, keep what came back
         raise
     except BudgetExhausted as exc:
+        for event in await run.wind_down():
+            yield event
         if run.evaluated:  # the attribution of what was paid for, not an empty heat-map
             yield run.estimate(max(ev.round for ev in run.evaluated.values()))
         yield RunAborted(reason=str(exc), stopped_by="budget", spend=run.spend(), timings_ms=run.total_timings())
         return
     except PromptAttrError as exc:
+        for event in await run.wind_down():
+            yield event
         yield RunFailed(error=str(exc), spend=run.spend(), timings_ms=run.total_timings())
         return
     yield RunFinished(spend=run.spend(), timings_ms=run.total_timings())
