@@ -146,3 +146,18 @@ def test_the_log_probability_probe_is_a_budgeted_call(runs_dir):
         assert run.status == "finished" and run.record.scorer == "embedding"
         assert run.record.spend.usd == pytest.approx(billed(server), rel=1e-9)
         assert run.record.spend.calls == len(server.stats.billed) + 1  # the refused probe was a call
+
+
+def test_template_tokens_billed_per_message_are_bounded_too(runs_dir):
+    # a template that adds 30 tokens to each message (a system prompt and the user's): calibrated
+    # per message, the budget holds where the bound of the text alone would not
+    with serve(extra_tokens_per_message=30) as server:
+        options = dict(system="Be brief.", concurrency=6)
+        projected = projection(server, PROMPT, runs_dir, **options)
+        server.reset()
+        run = attribute(server, PROMPT, runs_dir, budget=projected * 1.5, **options)
+        chat = [b for b in server.stats.billed if b.path.endswith("/chat/completions")]
+        assert run.record.stopped_by == "budget", run.record.reason
+        assert min(b.prompt_tokens for b in chat) >= 60  # two messages, 30 tokens each
+        assert billed(server) <= projected * 1.5
+        assert run.record.spend.usd == pytest.approx(billed(server), rel=1e-9)
