@@ -248,6 +248,15 @@ def read_prompt(path: str) -> str:
         raise UsageError(f"{path} is not UTF-8 text (byte {exc.start}): give a text file") from None
 
 
+def projected(record) -> str:
+    """The projection as the run starts: an estimate of typical token counts, never a limit."""
+    if record.projected_usd is None:
+        return "projected cost unknown"
+    budget = record.config.get("budget")
+    limit = "" if budget is None else f"; the budget of {usd(budget)} is enforced call by call"
+    return f"projected about {usd(record.projected_usd)} (an estimate, not a limit{limit})"
+
+
 class ProgressLine:
     """Live one-line progress on a terminal (at most ten redraws a second)."""
 
@@ -261,8 +270,7 @@ class ProgressLine:
         if isinstance(event, RunStarted):
             r = event.record
             self.run_id = r.run_id
-            cost = "unknown" if r.projected_usd is None else f"at most {usd(r.projected_usd)}"
-            self.stream.write(f"run {r.run_id}: {len(r.spans)} spans, model {r.backend.model}, projected {cost}\n")
+            self.stream.write(f"run {r.run_id}: {len(r.spans)} spans, model {r.backend.model}, {projected(r)}\n")
         elif isinstance(event, Progress) and self.live and time.monotonic() - self.last > 0.1:
             self.last = time.monotonic()
             filled = int(20 * event.done / max(1, event.planned))

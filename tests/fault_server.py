@@ -14,6 +14,13 @@ concurrent requests arrive changes nothing and a test is reproducible.
     server.configure(rate=0.3, kinds=["http_503", "timeout"], transient_for=3)
     server.configure(permanent="dropped")      # every request meets that fault
     server.url, server.stats.faults, server.stats.authorizations
+
+It can also bill like a server whose chat template adds tokens of its own
+(role markers, a default system prompt): `FaultServer(extra_tokens=40)`
+adds 40 prompt tokens to the `usage` of every answer, `extra_tokens_per_message`
+that many more per chat message (per input text for embeddings, per prompt
+for completions). `server.stats.billed` lists the usage of every answer the
+server produced, so a test can count what a run cost on the server's side.
 """
 
 from __future__ import annotations
@@ -88,19 +95,50 @@ class Served:
     at: float  # time.monotonic() when it arrived
 
 
+@dataclass(frozen=True)
+class Billing:
+    """Prompt tokens the server bills beyond the text it was sent, as a chat template does."""
+
+    extra_tokens: int = 0  # per request
+    extra_tokens_per_message: int = 0  # per chat message, embeddings input or completions prompt
+
+    def extra(self, parts: int) -> int:
+        return self.extra_tokens + self.extra_tokens_per_message * parts
+
+
+@dataclass(frozen=True)
+class Billed:
+    """The usage of one answer the server produced (what a metered server charges for)."""
+
+    path: str
+    prompt_tokens: int
+    completion_tokens: int
+
+
 @dataclass
 class Stats:
     faults: Counter = field(default_factory=Counter)  # fault kind -> times served
     ok: int = 0  # well-formed answers (slow ones included)
     authorizations: list[str] = field(default_factory=list)  # every Authorization header seen
     requests: list[Served] = field(default_factory=list)
+    billed: list[Billed] = field(default_factory=list)  # every answer produced, broken ones too
+
+    def cost(self, price, embed_price) -> float:
+        """USD of everything billed: chat and completions at `price`, embeddings at `embed_price`."""
+        total = 0.0
+        for b in self.billed:
+            p = embed_price if b.path == EMBED else price
+            total += (b.prompt_tokens * p.input + b.completion_tokens * p.output) / 1_000_000
+        return total
 
 
 class FaultServer:
-    def __init__(self, *, logprobs: bool = False, **faults):
-        """`logprobs`: answer /v1/completions with echoed log-probs; else 404 (embedding scorer)."""
+    def __init__(self, *, logprobs: bool = False, extra_tokens: int = 0, extra_tokens_per_message: int = 0, **faults):
+        """`logprobs`: answer /v1/completions with echoed log-probs; else 404 (embedding scorer).
+        `extra_tokens`, `extra_tokens_per_message`: see Billing."""
         self.logprobs = logprobs
         self.faults = Faults(**faults)
+        self.billing = Billing(extra_tokens, extra_tokens_per_message)
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self.reset()
@@ -121,12 +159,19 @@ class FaultServer:
                 faults=Counter(self._stats.faults),
                 authorizations=list(self._stats.authorizations),
                 requests=list(self._stats.requests),
+                billed=list(self._stats.billed),
             )
 
     def configure(self, **changes) -> FaultServer:
         """Change the faults from now on (any field of Faults); thread-safe, usable mid-run."""
         with self._lock:
             self.faults = dataclasses.replace(self.faults, **changes)
+        return self
+
+    def bill(self, **changes) -> FaultServer:
+        """Change the billing from now on (extra_tokens, extra_tokens_per_message); thread-safe."""
+        with self._lock:
+            self.billing = dataclasses.replace(self.billing, **changes)
         return self
 
     def reset(self) -> None:
@@ -168,6 +213,10 @@ class FaultServer:
         with self._lock:
             self._stats.ok += 1
 
+    def record_billed(self, path: str, usage: dict) -> None:
+        with self._lock:
+            self._stats.billed.append(Billed(path, usage["prompt_tokens"], usage.get("completion_tokens", 0)))
+
 
 def choose_fault(faults: Faults, path: str, body: bytes, attempt: int) -> str | None:
     """The fault for this attempt: a pure function of its arguments."""
@@ -195,7 +244,7 @@ def serve(**options):
 # ---- answers -------------------------------------------------------------
 
 
-def chat_answer(request: dict, empty: bool, odd: bool = False) -> dict:
+def chat_answer(request: dict, empty: bool, odd: bool = False, billing: Billing = Billing()) -> dict:
     """FakeBackend's model: the capitalised words (longer than 2 letters) of the prompt."""
     prompt = "\n".join(m.get("content") or "" for m in request.get("messages", []))
     words = [w for w in _WORD.findall(prompt) if w[:1].isupper() and len(w) > 2]
@@ -203,18 +252,19 @@ def chat_answer(request: dict, empty: bool, odd: bool = False) -> dict:
     if odd:
         text += " \ud800"  # json.dumps escapes it; the client decodes a lone surrogate
     choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
-    usage = {"prompt_tokens": max(1, len(prompt) // 4), "completion_tokens": len(text.split())}
+    extra = billing.extra(len(request.get("messages", [])))
+    usage = {"prompt_tokens": max(1, len(prompt) // 4) + extra, "completion_tokens": len(text.split())}
     return _envelope("chat.completion", request, [] if empty else [choice], usage)
 
 
-def embeddings_answer(request: dict, empty: bool, wrong_dim: bool) -> dict:
+def embeddings_answer(request: dict, empty: bool, wrong_dim: bool, billing: Billing = Billing()) -> dict:
     texts = request.get("input")
     texts = [texts] if isinstance(texts, str) else list(texts or [])
     size = DIM // 2 if wrong_dim else DIM
     data = [
         {"object": "embedding", "index": i, "embedding": _bag_of_words(t)[:size]} for i, t in enumerate(texts)
     ]
-    tokens = sum(len(t) // 4 + 1 for t in texts)
+    tokens = sum(len(t) // 4 + 1 for t in texts) + billing.extra(len(texts))
     return {
         "object": "list",
         "model": request.get("model", MODEL),
@@ -223,7 +273,7 @@ def embeddings_answer(request: dict, empty: bool, wrong_dim: bool) -> dict:
     }
 
 
-def echo_answer(request: dict, empty: bool) -> dict:
+def echo_answer(request: dict, empty: bool, billing: Billing = Billing()) -> dict:
     """Echoed prompt log-probs like FakeBackend's: a word is likely (-0.05) if it occurred before."""
     prompt = request.get("prompt") or ""
     tokens = [*_TOKEN.findall(prompt), "."]  # the prompt, then one generated token
@@ -239,7 +289,7 @@ def echo_answer(request: dict, empty: bool) -> dict:
         "finish_reason": "length",
         "logprobs": {"tokens": tokens, "token_logprobs": values, "top_logprobs": None, "text_offset": None},
     }
-    usage = {"prompt_tokens": len(tokens) - 1, "completion_tokens": 1}
+    usage = {"prompt_tokens": len(tokens) - 1 + billing.extra(1), "completion_tokens": 1}
     return _envelope("text_completion", request, [] if empty else [choice], usage)
 
 
@@ -270,6 +320,7 @@ class _Server(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, like real servers
+    disable_nagle_algorithm = True  # headers and body go out as two writes: no 40 ms delayed-ACK stall
 
     def log_message(self, *args) -> None:  # quiet test output
         pass
@@ -293,6 +344,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         answer = self._answer(request, served.fault)
         if answer is not None:
+            owner.record_billed(self.path, answer["usage"])  # produced, so billed, whatever reaches the client
             self._json(200, answer, truncate=served.fault == "truncated_json")
             if served.fault in (None, "slow"):
                 owner.count_ok()
@@ -300,12 +352,13 @@ class _Handler(BaseHTTPRequestHandler):
     def _answer(self, request: dict, fault: str | None) -> dict | None:
         """The endpoint's answer, or None once an error has been sent."""
         empty = fault == "empty_choices"
+        billing = self.server.owner.billing
         if self.path == CHAT:
-            return chat_answer(request, empty, odd=fault == "lone_surrogate")
+            return chat_answer(request, empty, odd=fault == "lone_surrogate", billing=billing)
         if self.path == EMBED:
-            return embeddings_answer(request, empty, fault == "wrong_dim")
+            return embeddings_answer(request, empty, fault == "wrong_dim", billing)
         if self.path == COMPLETE and self.server.owner.logprobs:
-            return echo_answer(request, empty)
+            return echo_answer(request, empty, billing)
         self._error(404, f"no route {self.path} (this server has no completions endpoint)")
         return None
 

@@ -49,7 +49,8 @@ class TokenLogprobs:
     logprobs: list[float]
     offsets: list[int]
     length: int  # characters in the continuation
-    prompt_tokens: int = 0
+    prompt_tokens: int = 0  # as billed (0: the response reported no usage)
+    completion_tokens: int = 1  # as billed: the one token a scoring call generates, or what the server reports
 
     def mean_over(self, start: int, end: int) -> float | None:
         """Mean log-probability of the tokens overlapping [start, end), or None if none do."""
@@ -91,8 +92,15 @@ class Backend(Protocol):
 class LogprobBackend(Backend, Protocol):
     """A backend that can score a given answer (teacher forcing), not only generate one."""
 
-    async def supports_logprob(self) -> bool:
-        """Whether log-probabilities of a given answer are available (probed once)."""
+    async def supports_logprob(self, probe=None) -> bool:
+        """Whether log-probabilities of a given answer are available (probed once).
+
+        A backend that asks its server must make that request through `probe`
+        when given one (an async function with `logprob`'s arguments and
+        result): the run passes its evaluator's, so the probe is budgeted and
+        counted like every billed call. (A backend without the parameter is
+        still asked, without it.)
+        """
 
     async def logprob(self, messages: list[dict], continuation: str) -> TokenLogprobs:
         """Log-probability of each token of `continuation` as the answer to `messages`."""

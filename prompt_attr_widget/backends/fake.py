@@ -67,7 +67,7 @@ class FakeBackend:
             await asyncio.sleep(self.latency / 10)
         return Embeddings(vectors=[_bag_of_words(t) for t in texts], prompt_tokens=sum(len(t) // 4 + 1 for t in texts))
 
-    async def supports_logprob(self) -> bool:
+    async def supports_logprob(self, probe=None) -> bool:  # answered without a request
         return self.logprobs
 
     async def logprob(self, messages: list[dict], continuation: str) -> TokenLogprobs:

@@ -200,7 +200,7 @@ class LocalBackend:
             vectors.append([float(v) for v in vec])
         return Embeddings(vectors=vectors, prompt_tokens=tokens)
 
-    async def supports_logprob(self) -> bool:
+    async def supports_logprob(self, probe=None) -> bool:  # answered without a request
         return True  # llama.cpp exposes the logits of every position
 
     async def logprob(self, messages: list[dict], continuation: str) -> TokenLogprobs:

@@ -148,19 +148,21 @@ class OpenAIBackend:
         usage = getattr(resp, "usage", None)
         return Embeddings(vectors=vectors, prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0)
 
-    async def supports_logprob(self) -> bool:
+    async def supports_logprob(self, probe=None) -> bool:
         """Probe once with a one-token completion (the official API has no prompt log-probs).
 
         Only a clear "no" (a 4xx such as 404, or an answer without log-probs)
         means no. A transient failure (5xx, timeouts, dropped connections,
         broken answers, after retries) raises instead: quietly falling back
-        to the embedding scorer would change what the run measures.
+        to the embedding scorer would change what the run measures. The probe
+        is billed like any call: `probe` (a run's evaluator's `logprob`, same
+        arguments) makes it within the run's budget; else it is made directly.
         """
         if self._logprob_ok is None and self._official:
             self._logprob_ok = False
         if self._logprob_ok is None:
             try:
-                probe = await self.logprob([{"role": "user", "content": "Hi"}], "Hello")
+                answer = await (probe or self.logprob)([{"role": "user", "content": "Hi"}], "Hello")
             except BackendError as exc:
                 if exc.transient:
                     raise BackendError(
@@ -170,7 +172,7 @@ class OpenAIBackend:
                     ) from None
                 self._logprob_ok = False
             else:
-                self._logprob_ok = bool(probe.logprobs)
+                self._logprob_ok = bool(answer.logprobs)
         return self._logprob_ok
 
     async def logprob(self, messages: list[dict], continuation: str) -> TokenLogprobs:
@@ -226,6 +228,7 @@ class OpenAIBackend:
             offsets=[o for o, _ in chosen],
             length=len(continuation),
             prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
+            completion_tokens=max(1, generated),
         )
 
     async def aclose(self) -> None:
@@ -268,6 +271,8 @@ class OpenAIBackend:
         o = self._openai
         tries = f"after {self.max_retries + 1} attempts"
         transient = True
+        # A status the SDK does not retry (400, 401, 403, 404, 422): the request was refused, not run.
+        unbilled = isinstance(exc, o.APIStatusError) and exc.status_code < 500 and exc.status_code not in (408, 409, 429)
         if isinstance(exc, o.APITimeoutError):
             msg = f"no answer from {self.url} within {self.timeout:g} s ({tries}); check the server or raise --timeout"
         elif isinstance(exc, o.APIConnectionError) and _never_connected(exc):
@@ -294,13 +299,13 @@ class OpenAIBackend:
                 msg = f"{self.url} answered HTTP {exc.status_code}: {_short(exc.message)}"
             else:
                 msg = f"{type(exc).__name__} talking to {self.url}: {_short(str(exc))}"
-        return self._error(msg, transient=transient)
+        return self._error(msg, transient=transient, unbilled=unbilled)
 
-    def _error(self, message: str, *, transient: bool) -> BackendError:
+    def _error(self, message: str, *, transient: bool, unbilled: bool = False) -> BackendError:
         """A BackendError whose message never repeats the API key."""
         if self._secret:
             message = message.replace(self._secret, "***")
-        return BackendError(message, transient=transient)
+        return BackendError(message, transient=transient, unbilled=unbilled)
 
 
 def valid_unicode(text: str) -> str:

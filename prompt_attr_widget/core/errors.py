@@ -41,12 +41,16 @@ class BackendError(PromptAttrError):
     `transient` marks failures that may pass by themselves (5xx, 429,
     timeouts, dropped connections, broken answers): they say nothing about
     what the backend supports, so a capability probe must not read them
-    as "not supported".
+    as "not supported". `unbilled` marks a request the server refused with
+    a status the client does not retry (400, 401, 403, 404, 422): one
+    attempt, refused before any work, so nothing was billed. Any other
+    failure may have been (a timed-out request may still have been run).
     """
 
-    def __init__(self, message: str = "", *, transient: bool = False):
+    def __init__(self, message: str = "", *, transient: bool = False, unbilled: bool = False):
         super().__init__(message)
         self.transient = transient
+        self.unbilled = unbilled
 
 
 class MissingDependency(BackendError):

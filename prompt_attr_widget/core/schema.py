@@ -169,7 +169,7 @@ class RunRecord(BaseModel):
     config: dict  # AttributionConfig as stored (no credentials); read it through `settings`
     backend: BackendRecord
     spans: list[Span]
-    projected_usd: Money | None = None
+    projected_usd: Money | None = None  # an estimate of typical token counts (core/cost.py), not a bound
     scorer: str = "embedding"
     score_unit: str = "embedding distance (0-1)"
     target: Target | None = None

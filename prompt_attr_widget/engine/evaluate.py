@@ -10,14 +10,16 @@ reservation), then the backend (whose SDK retries 429/5xx).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
 from dataclasses import dataclass
 
 from aiolimiter import AsyncLimiter
 
-from ..backends.base import Backend, Completion, GenerationParams, TokenLogprobs
-from ..core.cost import bound_tokens, call_cost, messages_tokens
+from ..backends.base import Backend, GenerationParams, TokenLogprobs
+from ..core.config import Price
+from ..core.cost import Request, call_cost, chat_request, embed_request, logprob_request
 from ..core.errors import PromptAttrError
 from ..core.schema import Call, Spend
 from ..core.text import usd
@@ -60,6 +62,8 @@ class Evaluator:
         self.spend = Spend()
         self._holding = 0  # calls started and not yet settled
         self._settled = asyncio.Event()
+        self._answered: set[str] = set()  # kinds of request a response has come back for
+        self._gates: dict[str, asyncio.Lock] = {}  # one request at a time of a kind not answered yet
 
     async def complete(self, messages: list[dict], *, repeat: int = 0) -> Call:
         """A chat completion for these messages (cached, limited, budgeted).
@@ -74,13 +78,12 @@ class Evaluator:
         if hit is not None:
             self.spend.cache_hits += 1
             return Call(**hit, cost_usd=0.0, cache_hit=True, elapsed_ms=_ms(start))
-        price = self.info.price
-        worst = call_cost(price, messages_tokens(messages, bound=True), self.params.max_tokens)
-        completion: Completion = await self._paid(worst, self.backend.complete, messages, self.params)
-        prompt_tokens = completion.prompt_tokens or messages_tokens(messages, bound=True)
-        completion_tokens = completion.completion_tokens or self.params.max_tokens
-        cost = call_cost(price, prompt_tokens, completion_tokens)
-        self._settle(worst, cost)
+        completion, prompt_tokens, completion_tokens, cost = await self._paid(
+            chat_request(messages, self.params.max_tokens),
+            self.info.price,
+            lambda: self.backend.complete(messages, self.params),
+            lambda c: (c.prompt_tokens, c.completion_tokens),
+        )
         self.spend.prompt_tokens += prompt_tokens
         self.spend.completion_tokens += completion_tokens
         record = {
@@ -103,16 +106,19 @@ class Evaluator:
             self.spend.cache_hits += 1
             scored = TokenLogprobs(**hit)
             return Call(output=None, prompt_tokens=scored.prompt_tokens, cost_usd=0.0, cache_hit=True, elapsed_ms=_ms(start)), scored
-        price = self.info.price
-        bound = messages_tokens(messages, bound=True) + bound_tokens(continuation) + 1
-        worst = call_cost(price, bound, 1)
-        scored: TokenLogprobs = await self._paid(worst, self.backend.logprob, messages, continuation)
-        prompt_tokens = scored.prompt_tokens or bound
-        cost = call_cost(price, prompt_tokens, 1)
-        self._settle(worst, cost)
+        scored, prompt_tokens, _, cost = await self._paid(
+            logprob_request(messages, continuation),
+            self.info.price,
+            lambda: self.backend.logprob(messages, continuation),
+            lambda t: (t.prompt_tokens, t.completion_tokens),
+        )
         self.spend.prompt_tokens += prompt_tokens
         self.cache.set(key, dataclasses.asdict(scored))
         return Call(output=None, prompt_tokens=prompt_tokens, cost_usd=cost, elapsed_ms=_ms(start)), scored
+
+    async def probe_logprob(self, messages: list[dict], continuation: str) -> TokenLogprobs:
+        """A backend's check whether its server offers log-probabilities: a billed call like the others."""
+        return (await self.logprob(messages, continuation))[1]
 
     async def embed(self, text: str) -> Embedded:
         """The embedding of one answer (cached, limited, budgeted)."""
@@ -121,44 +127,100 @@ class Evaluator:
         if hit is not None:
             self.spend.cache_hits += 1
             return Embedded(vector=hit["vector"], tokens=hit["tokens"], cost_usd=0.0, cache_hit=True)
-        price = self.info.embed_price
-        worst = call_cost(price, bound_tokens(text) + 1)
-        result = await self._paid(worst, self.backend.embed, [text])
-        tokens = result.prompt_tokens or bound_tokens(text) + 1
-        cost = call_cost(price, tokens)
-        self._settle(worst, cost)
+        result, tokens, _, cost = await self._paid(
+            embed_request([text]), self.info.embed_price, lambda: self.backend.embed([text]), lambda e: (e.prompt_tokens, 0)
+        )
         self.spend.embed_tokens += tokens
         self.cache.set(key, {"vector": result.vectors[0], "tokens": tokens})
         return Embedded(vector=result.vectors[0], tokens=tokens, cost_usd=cost, cache_hit=False)
 
-    async def _paid(self, worst_case_usd, fn, *args):
+    async def _paid(self, request: Request, price: Price | None, send, usage):
+        """Make one billed request within the budget: (result, prompt tokens, output tokens, cost).
+
+        `send()` makes the request; `usage(result)` is the (prompt, output)
+        tokens its response reported, a prompt count of 0 where it reported
+        none. The reservation is the request's bound at the moment it starts
+        (calibrated from every response before it), and the response then
+        calibrates the bounds of the requests after it.
+        """
         async with self.semaphore:
             if self.limiter is not None:
                 await self.limiter.acquire()
-            # Reserve only once a slot is held: calls queued behind the
-            # semaphore must not hold reservations, or a run with many spans
-            # would stop at once although its calls fit the budget one by one.
-            # While other calls are in flight their settling may free enough
-            # (a worst case is booked, usually far above the real cost), so
-            # wait for them; stop only when nothing else could free budget,
-            # so no call already paid for is thrown away.
-            while not self.budget.reserve(worst_case_usd):
-                if self._holding == 0:
-                    raise BudgetExhausted(
-                        f"stopped before passing the budget of {usd(self.budget.limit)} "
-                        f"(spent {usd(self.budget.spent)}); every result so far is saved"
-                    )
-                self._settled.clear()
-                await self._settled.wait()
-            self._holding += 1
-            try:
-                self.spend.calls += 1
-                return await fn(*args)
-            except BaseException:
-                # A failed call may still have been billed; we cannot know, so keep
-                # its worst case booked as spent rather than risk passing the budget.
-                self._settle(worst_case_usd, worst_case_usd)
-                raise
+            async with self._first_of(request.kind):
+                bound, worst = await self._reserve(request, price)
+                self._holding += 1
+                try:
+                    self.spend.calls += 1
+                    result = await send()
+                except BaseException as exc:
+                    # A failed call may still have been billed; we cannot know, so keep
+                    # its worst case booked as spent rather than risk passing the budget.
+                    # Only a request the server refused outright (BackendError.unbilled) cost nothing.
+                    self._settle(worst, 0.0 if getattr(exc, "unbilled", False) and worst is not None else worst)
+                    raise
+                self._answered.add(request.kind)
+                prompt_tokens, output_tokens = usage(result)
+                if prompt_tokens > 0:
+                    self.budget.calibration.observe(request, prompt_tokens, output_tokens)
+                else:
+                    # The response reported no usage: what the server billed is unknown,
+                    # so the call counts at its bound, and the bounds stay where they were
+                    # (conservative until some response of this kind reports its usage).
+                    prompt_tokens, output_tokens = bound
+                cost = call_cost(price, prompt_tokens, output_tokens)
+                self._settle(worst, cost)
+                return result, prompt_tokens, output_tokens, cost
+
+    async def _reserve(self, request: Request, price: Price | None) -> tuple[tuple[int, int], float | None]:
+        """Book the request's worst case, waiting while calls in flight may free budget.
+
+        Reserve only once a slot is held: calls queued behind the semaphore
+        must not hold reservations, or a run with many spans would stop at
+        once although its calls fit the budget one by one. While other calls
+        are in flight their settling may free enough (a worst case is booked,
+        usually far above the real cost), so wait for them; stop only when
+        nothing else could free budget, so no call already paid for is thrown
+        away. The bound is taken again after each wait: the responses that
+        came back meanwhile may have calibrated it.
+        """
+        while True:
+            bound = self.budget.calibration.tokens(request)
+            worst = call_cost(price, *bound)
+            if self.budget.reserve(worst):
+                return bound, worst
+            if self._holding == 0:
+                raise BudgetExhausted(
+                    f"stopped before passing the budget of {usd(self.budget.limit)} "
+                    f"(spent {usd(self.budget.spent)}); every result so far is saved"
+                )
+            self._settled.clear()
+            await self._settled.wait()
+
+    @contextlib.asynccontextmanager
+    async def _first_of(self, kind: str):
+        """Until a response of this kind has come back, its requests are made one at a time.
+
+        Before the first response a request's bound is the conservative one,
+        an assumption about the server's template; its response shows what
+        the server really bills. Were a server to bill beyond that assumption,
+        only the one request in flight could pass its reservation, never as
+        many as the concurrency allows: the next is bounded by what the first
+        was billed. A run's first request of each kind (its baseline, the
+        baseline's embedding or scoring call) is made alone anyway.
+        """
+        if kind in self._answered:
+            yield
+            return
+        gate = self._gates.setdefault(kind, asyncio.Lock())
+        await gate.acquire()
+        held = kind not in self._answered  # a request ahead answered while this one waited: no gate now
+        if not held:
+            gate.release()
+        try:
+            yield
+        finally:
+            if held:
+                gate.release()
 
     def _settle(self, reserved_usd, actual_usd) -> None:
         """Swap a started call's reservation for its cost and wake calls waiting for budget."""

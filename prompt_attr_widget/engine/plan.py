@@ -52,8 +52,10 @@ class Plan:
         return attribution + self.repeats - 1 + checks + heldout
 
     def projected_cost(self, evaluations: int, info: BackendInfo, baseline_calls: int = 1) -> float | None:
-        """Upper-bound spend: every planned call at full prompt length and max_tokens.
+        """Estimated spend: every planned call at the full prompt's estimated tokens and max_tokens.
 
+        An estimate, not a bound (core/cost.py): a server's template may bill
+        more tokens than estimated, so the budget is enforced call by call.
         `baseline_calls`: the baseline's answer, and its scoring call where the scorer makes one.
         """
         prompt_tokens = messages_tokens(messages_for(self.prompt, self.config.system), bound=False)

@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 
 from ..backends.base import Backend, GenerationParams
 from ..core.config import AttributionConfig
-from ..core.errors import PromptAttrError, UsageError
+from ..core.errors import BudgetRefused, PromptAttrError, UsageError
 from ..core.events import (
     BaselineDone,
     Estimate,
@@ -39,6 +39,7 @@ from ..core.events import (
 )
 from ..core.identity import prompt_sha256, public_url
 from ..core.schema import BackendRecord, Evaluation, Faithfulness, RunRecord, Spend
+from ..core.text import usd
 from ..core.version import __version__
 from ..stages.estimate import estimate
 from ..stages.faithfulness import RANDOM_DRAWS, predicted, random_subsets, spearman, top_k
@@ -53,7 +54,7 @@ from .cache import CallCache
 from .evaluate import BudgetExhausted, Evaluator
 from .ledger import Ledger
 from .plan import Plan
-from .scorers import Scorer, choose_scorer, resumed_scorer
+from .scorers import LogprobScorer, Scorer, choose_scorer, resumed_scorer
 
 LIVE_REFIT_EVERY = 8  # surrogate runs refit and send an estimate every this many masks
 
@@ -61,7 +62,7 @@ LIVE_REFIT_EVERY = 8  # surrogate runs refit and send an estimate every this man
 class _Run:
     """State of one run while its events stream."""
 
-    def __init__(self, prompt, config, backend, cache, run_id, scorer: Scorer, stored: RunRecord | None = None):
+    def __init__(self, prompt, config, backend, cache, run_id, scorer: Scorer | None, stored: RunRecord | None = None):
         self.prompt, self.config, self.backend, self.run_id = prompt, config, backend, run_id
         self.scorer = scorer
         self.stored = stored  # a stopped run being resumed: its results are reused, never re-paid
@@ -139,7 +140,7 @@ class _Run:
         )
 
     def projected_cost(self, evaluations: int) -> float | None:
-        """Upper-bound spend of these evaluations, the baseline (and its scoring call) added."""
+        """Estimated spend of these evaluations, the baseline (and its scoring call) added."""
         return self.plan.projected_cost(evaluations, self.backend.info, 1 + self.scorer.scores_baseline)
 
     # --- measuring ----------------------------------------------------------------------------
@@ -312,6 +313,25 @@ class _Run:
         """After the stream was closed from outside: wait for the cancelled calls to stop."""
         await self.batches.settle()
 
+    async def wind_down(self) -> list[Evaluated]:
+        """After a stop inside the stream (the budget, a failure): wait for the calls cut off to
+        stop, and hand over the answers that came back but were not streamed yet.
+
+        Calls of the batch may still be in flight, or may even have started after the stop was
+        decided (a smaller request fits where the stopped one did not): they reached the server,
+        so they are paid for, and the spend reported next must hold them (a call cut off books
+        its worst case when it stops, see Evaluator._paid). Their answers are stored too.
+        """
+        await self.batches.settle()
+        events, self.unreported[:] = list(self.unreported), []
+        for reported in events:
+            e = reported.evaluation
+            if e.purpose == "attribution":
+                self.evaluated.setdefault(tuple(e.dropped), e)
+            elif e.purpose in ("faithfulness", "heldout"):
+                self.checks.setdefault(tuple(e.dropped), e)
+        return events
+
     def closing_events(self, status: str, reason: str) -> list:
         """The events that end a run stopped outside its stream (an interrupt, a crash in a sink):
         the estimate of what was evaluated (answers that came back unreported included), so the
@@ -402,22 +422,21 @@ async def run_events(
     info = backend.info
     if config.budget is not None and (info.price is None or info.embed_price is None):
         check_projection(None, config.budget, config.model)  # no price: say so before any request
-    if stored is None:
-        scorer = await choose_scorer(config, backend)
-    else:
-        scorer = await resumed_scorer(stored.scorer, config, backend)  # still available?
-    run = _Run(prompt, config, backend, cache, run_id, scorer, stored)
+    run = _Run(prompt, config, backend, cache, run_id, None, stored)  # its scorer is chosen below
     if unreported is not None:
         run.unreported = unreported
     if handle is not None:
         handle.run = run
-    record, worst = run.header()
+    if stored is not None:
+        run.restore()  # the earlier sessions' dollars are in the budget before any request
+    worst = run._segment_and_plan()
+    run.scorer = await _choose_scorer(run, stored)
+    record = run._record(worst)
     record.rerun_of = rerun_of
     if stored is None:
         check_projection(record.projected_usd, config.budget, config.model)
         yield RunStarted(record=record, planned=worst)
     else:
-        run.restore()
         remaining = max(0, worst - len(stored.evaluations))
         left = None if config.budget is None else max(0.0, config.budget - (stored.spend.usd or 0.0))
         check_projection(run.projected_cost(remaining), left, config.model)
@@ -430,14 +449,40 @@ async def run_events(
         run.halt()  # closed by the consumer (an interrupt): stop paying, keep what came back
         raise
     except BudgetExhausted as exc:
+        for event in await run.wind_down():
+            yield event
         if run.evaluated:  # the attribution of what was paid for, not an empty heat-map
             yield run.estimate(max(ev.round for ev in run.evaluated.values()))
         yield RunAborted(reason=str(exc), stopped_by="budget", spend=run.spend(), timings_ms=run.total_timings())
         return
     except PromptAttrError as exc:
+        for event in await run.wind_down():
+            yield event
         yield RunFailed(error=str(exc), spend=run.spend(), timings_ms=run.total_timings())
         return
     yield RunFinished(spend=run.spend(), timings_ms=run.total_timings())
+
+
+async def _choose_scorer(run: _Run, stored: RunRecord | None) -> Scorer:
+    """The run's scorer (a stored run's, if still offered). A backend that asks its server
+    whether it offers log-probabilities does so through the run's evaluator: a billed call,
+    within the budget like every other; a budget that cannot cover even that is refused."""
+    config, backend, probe = run.config, run.backend, run.evaluator.probe_logprob
+    try:
+        if stored is None:
+            return await choose_scorer(config, backend, probe)
+        return await resumed_scorer(stored.scorer, config, backend, probe)  # still available?
+    except BudgetExhausted:
+        budget = run.budget
+        left = max(0.0, budget.limit - budget.spent)
+        projected = run.plan.projected_cost(run.plan.evaluations(), backend.info, 1 + LogprobScorer.scores_baseline)
+        check_projection(projected, left, config.model)
+        raise BudgetRefused(
+            f"refused: the budget of {usd(left)} does not cover the request that checks whether "
+            f"{config.model} offers log-probabilities; raise --budget, or use --scorer embedding",
+            projected,
+            left,
+        ) from None
 
 
 async def score_deletions(

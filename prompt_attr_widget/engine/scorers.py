@@ -16,6 +16,7 @@ compares against.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -189,10 +190,14 @@ def scorer_named(name: str) -> Scorer:
     return SCORERS[name]()
 
 
-async def choose_scorer(config: AttributionConfig, backend: Backend) -> Scorer:
-    """The scorer a run uses: log-probabilities where the backend offers them (see score.py)."""
+async def choose_scorer(config: AttributionConfig, backend: Backend, probe=None) -> Scorer:
+    """The scorer a run uses: log-probabilities where the backend offers them (see score.py).
+
+    `probe`: the run's evaluator's `logprob`, so a backend that asks its server
+    whether it offers log-probabilities makes that billed request within the budget.
+    """
     # No probe when the embedding scorer is asked for: a flaky probe must not stop such a run.
-    can = config.scorer != "embedding" and isinstance(backend, LogprobBackend) and await backend.supports_logprob()
+    can = config.scorer != "embedding" and isinstance(backend, LogprobBackend) and await _offers_logprob(backend, probe)
     if config.scorer == "logprob" and not can:
         info = backend.info
         raise UsageError(
@@ -204,8 +209,15 @@ async def choose_scorer(config: AttributionConfig, backend: Backend) -> Scorer:
     return TargetOverlapScorer() if config.target is not None else EmbeddingScorer()
 
 
-async def resumed_scorer(name: str, config: AttributionConfig, backend: Backend) -> Scorer:
+async def resumed_scorer(name: str, config: AttributionConfig, backend: Backend, probe=None) -> Scorer:
     """A stopped run's scorer, for resuming it: the log-probability scorer only if still offered."""
     if name == LogprobScorer.name:
-        return await choose_scorer(config.model_copy(update={"scorer": "logprob"}), backend)
+        return await choose_scorer(config.model_copy(update={"scorer": "logprob"}), backend, probe)
     return scorer_named(name)
+
+
+async def _offers_logprob(backend: LogprobBackend, probe) -> bool:
+    """backend.supports_logprob(), its probe made through `probe` where the backend takes one."""
+    if probe is not None and "probe" in inspect.signature(backend.supports_logprob).parameters:
+        return await backend.supports_logprob(probe=probe)
+    return await backend.supports_logprob()

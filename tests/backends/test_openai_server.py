@@ -19,6 +19,7 @@ Server facts these tests rely on (llama-cpp-python 0.3.x, llama_cpp/server/):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -355,6 +356,106 @@ def test_budget_with_a_given_price(llama_server, runs_dir):
     # $1 per million tokens either way: the spend is the token count over a million.
     tokens = rec.spend.prompt_tokens + rec.spend.completion_tokens + rec.spend.embed_tokens
     assert rec.spend.usd == pytest.approx(tokens / 1_000_000, rel=1e-9)
+
+
+class UsageProxy:
+    """A loopback reverse proxy in front of the server that records the `usage` of every answer.
+
+    What the server itself reported, request by request, whatever the client made of it: the
+    bill a metered server would send.
+    """
+
+    def __init__(self, upstream: str):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.usage: list[tuple[str, int, int]] = []  # (path, prompt_tokens, completion_tokens)
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def _forward(self, method: str):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0)) if method == "POST" else None
+                request = urllib.request.Request(upstream + self.path, data=body, method=method,
+                                                 headers={"Content-Type": "application/json"})
+                try:
+                    with urllib.request.urlopen(request, timeout=TIMEOUT_S) as resp:
+                        status, data = resp.status, resp.read()
+                except urllib.error.HTTPError as err:
+                    status, data = err.code, err.read()
+                with contextlib.suppress(ValueError, AttributeError, TypeError):
+                    usage = json.loads(data).get("usage")
+                    if usage:
+                        proxy.usage.append((self.path, usage["prompt_tokens"], usage.get("completion_tokens", 0)))
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                self._forward("GET")
+
+            def do_POST(self):
+                self._forward("POST")
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True)
+        self._thread.start()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
+
+    def cost(self, price: Price, embed_price: Price) -> float:
+        total = 0.0
+        for path, prompt_tokens, completion_tokens in self.usage:
+            p = embed_price if path.endswith("/embeddings") else price
+            total += (prompt_tokens * p.input + completion_tokens * p.output) / 1_000_000
+        return total
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5)
+
+
+@pytest.mark.server
+def test_budget_holds_by_the_servers_own_usage(llama_server, runs_dir):
+    """llama.cpp's server bills its chat template's tokens: SmolLM2's inserts a default system
+    prompt, about 30 tokens beyond a short prompt's bytes. A run stopped by its budget was
+    billed, by the usage the server itself reported, no more than the budget."""
+    prompt = "Ann. Bob. Eve. Kim. Lou. Max."
+    price, embed_price = Price(input=10, output=10), Price(input=10)
+    proxy = UsageProxy(f"http://127.0.0.1:{llama_server.port}")
+    options = dict(
+        model="smollm2", base_url=proxy.base_url, embed_model="smollm2-embed", scorer="embedding",
+        runs_dir=runs_dir, max_tokens=8, price=price, embed_price=embed_price, timeout=TIMEOUT_S,
+        method="loo", faithfulness="off", concurrency=4, cache=False,
+    )
+    try:
+        with pytest.raises(BudgetRefused) as refused:
+            prompt_attr.attribute(prompt, budget=0, **options)
+        assert proxy.usage == []  # refused before any request
+        budget = refused.value.projected_usd * 1.2  # passes the projection, an estimate; the template does not
+        run = prompt_attr.attribute(prompt, budget=budget, **options)
+        billed = proxy.cost(price, embed_price)
+        chats = [u for u in proxy.usage if u[0].endswith("/chat/completions")]
+    finally:
+        proxy.stop()
+    rec = run.record
+    assert run.status == "aborted" and rec.stopped_by == "budget", rec.reason
+    assert chats and min(tokens for _, tokens, _ in chats) > 30  # the template's tokens were billed
+    assert billed <= budget, (billed, budget)
+    assert rec.spend.usd == pytest.approx(billed, rel=1e-9)  # the run counted exactly what the server billed
+    print(f"budget, llama.cpp server: budget {budget:.6f}, billed by the server {billed:.6f} "
+          f"({billed / budget:.1%}), {len(chats)} chat calls of {min(t for _, t, _ in chats)}-"
+          f"{max(t for _, t, _ in chats)} prompt tokens for prompts of at most {len(prompt)} bytes")
 
 
 def _closed_port(host: str, family: int) -> int:

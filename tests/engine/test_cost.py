@@ -15,15 +15,19 @@ from prompt_attr import BudgetRefused, Price, UsageError
 from prompt_attr_widget.backends.fake import FakeBackend
 from prompt_attr_widget.backends.prices import lookup_price, price_table
 from prompt_attr_widget.core.cost import (
+    BOUND_CALL_TOKENS,
+    BOUND_MESSAGE_TOKENS,
+    CALIBRATION_FACTOR,
     MESSAGE_OVERHEAD_TOKENS,
     REPLY_OVERHEAD_TOKENS,
+    Request,
     bound_tokens,
     call_cost,
     estimate_tokens,
     messages_tokens,
 )
 from prompt_attr_widget.core.text import usd
-from prompt_attr_widget.engine.budget import Budget, check_projection
+from prompt_attr_widget.engine.budget import Budget, Calibration, check_projection
 
 # --- prices -----------------------------------------------------------------------
 
@@ -117,7 +121,8 @@ def test_bound_covers_a_real_byte_level_bpe_tokenizer():
 
 def test_messages_tokens_adds_overheads():
     messages = [{"role": "system", "content": "abcd"}, {"role": "user", "content": "héllo"}]
-    assert messages_tokens(messages, bound=True) == REPLY_OVERHEAD_TOKENS + 2 * MESSAGE_OVERHEAD_TOKENS + 4 + 6
+    # the bound: every byte, and a chat template's tokens before any server has answered
+    assert messages_tokens(messages, bound=True) == BOUND_CALL_TOKENS + 2 * BOUND_MESSAGE_TOKENS + 4 + 6
     assert messages_tokens(messages, bound=False) == REPLY_OVERHEAD_TOKENS + 2 * MESSAGE_OVERHEAD_TOKENS + 1 + 2
     assert messages_tokens(messages, bound=True) >= messages_tokens(messages, bound=False)
 
@@ -191,6 +196,151 @@ def test_budget_is_thread_safe():
         t.join()
     assert len(granted) <= 1000 + 1  # float rounding of 1000 x 0.001 may allow one
     assert b.spent <= 1.0 + 1e-9
+
+
+# --- calibration: the bound of a request from what the server billed -----------------------
+
+
+USER = ("user",)
+
+
+def chat(content_bytes: int, form=USER, max_output: int = 16) -> Request:
+    return Request("chat", form, content_bytes, max_output)
+
+
+def test_calibration_is_conservative_before_any_response():
+    c = Calibration()
+    assert not c.answered("chat")
+    assert c.tokens(chat(16)) == (16 + BOUND_CALL_TOKENS + BOUND_MESSAGE_TOKENS, 16)
+    # llama.cpp's server billed 44-46 prompt tokens for a 16-byte prompt: the conservative bound covers it
+    assert c.tokens(chat(16))[0] >= 46
+    two = Request("chat", ("system", "user"), 30, 8)
+    assert c.tokens(two) == (30 + BOUND_CALL_TOKENS + 2 * BOUND_MESSAGE_TOKENS, 8)
+    assert c.tokens(Request("embed", ("input",), 5, 0)) == (5 + BOUND_CALL_TOKENS + BOUND_MESSAGE_TOKENS, 0)
+
+
+def test_calibration_grows_with_the_overhead_observed():
+    c = Calibration()
+    c.observe(chat(16), 16 + 150, 10)  # a template of 150 tokens, beyond the conservative overhead
+    assert c.answered("chat") and not c.answered("embed")
+    prompt, _ = c.tokens(chat(40))
+    assert prompt >= 40 + 150 > 40 + BOUND_CALL_TOKENS + BOUND_MESSAGE_TOKENS
+    c.observe(chat(16), 16 + 300, 10)
+    assert c.tokens(chat(40))[0] >= 40 + 300 > prompt
+    # per message: a request of another form gets the largest overhead a message was seen to add, and a margin
+    assert c.tokens(Request("chat", ("system", "user"), 40, 16))[0] >= 40 + 2 * 300 * CALIBRATION_FACTOR
+    # completions: a server that bills more than max_tokens raises the output bound from then on
+    assert c.tokens(chat(40, max_output=16))[1] == 16
+    c.observe(chat(16, max_output=16), 60, 20)
+    assert c.tokens(chat(40, max_output=16))[1] >= 16 + 4 * CALIBRATION_FACTOR
+    # kinds are calibrated apart: embeddings know nothing yet
+    assert c.tokens(Request("embed", ("input",), 5, 0))[0] == 5 + BOUND_CALL_TOKENS + BOUND_MESSAGE_TOKENS
+
+
+def test_calibration_lowers_a_bound_only_to_what_a_response_proves():
+    c = Calibration()
+    # a long prompt billed far fewer tokens than its bytes shows no overhead: the bound stays conservative
+    c.observe(chat(2000), 600, 5)
+    assert c.tokens(chat(10))[0] == 10 + BOUND_CALL_TOKENS + BOUND_MESSAGE_TOKENS
+    # a response billed 20 tokens in all proves its template adds at most 20 (its text was 0 or more)
+    c.observe(chat(12), 20, 5)
+    assert c.tokens(chat(10))[0] == 10 + 20
+    assert c.tokens(chat(12))[0] >= 20  # never below what the same request was billed
+    # another form has no such proof
+    assert c.tokens(Request("chat", ("system", "user"), 10, 16))[0] == 10 + BOUND_CALL_TOKENS + 2 * BOUND_MESSAGE_TOKENS
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from([USER, ("system", "user")]), st.integers(0, 4000), st.integers(1, 6000),
+                  st.integers(0, 64)),
+        min_size=1, max_size=12,
+    ),
+    st.integers(0, 4000),
+)
+def test_property_calibration_never_goes_below_what_was_billed(observed, more_bytes):
+    c = Calibration()
+    for seen, (form, content, billed, output) in enumerate(observed, 1):
+        c.observe(chat(content, form), billed, output)
+        # a comparable request (same kind and form, no fewer bytes) is never bounded below its bill,
+        # whatever was observed since
+        for form_, content_, billed_, output_ in observed[:seen]:
+            prompt, out = c.tokens(chat(content_ + more_bytes, form_))
+            assert prompt >= billed_ and out >= output_
+
+
+class TemplateBilling(FakeBackend):
+    """A FakeBackend billing `extra` prompt tokens a call (a chat template), and counting what it billed."""
+
+    def __init__(self, extra: int, **kw):
+        super().__init__(**kw)
+        self.extra = extra
+        self.billed = 0.0
+        self.in_flight = 0
+        self.peak_before_first_answer = 0
+        self.answered = False
+
+    async def complete(self, messages, params):
+        self.in_flight += 1
+        if not self.answered:
+            self.peak_before_first_answer = max(self.peak_before_first_answer, self.in_flight)
+        await asyncio.sleep(0.001)
+        c = await super().complete(messages, params)
+        c.prompt_tokens += self.extra
+        self.billed += call_cost(self.info.price, c.prompt_tokens, c.completion_tokens)
+        self.in_flight -= 1
+        self.answered = True
+        return c
+
+
+def _many_calls(backend, budget: float, calls: int = 60, concurrency: int = 30):
+    """`calls` distinct short chat requests at once through one evaluator; how many were made."""
+    from prompt_attr_widget.backends.base import GenerationParams
+    from prompt_attr_widget.engine.cache import CallCache
+    from prompt_attr_widget.engine.evaluate import BudgetExhausted, Evaluator
+
+    evaluator = Evaluator(backend, CallCache(None), Budget(budget), GenerationParams(max_tokens=4),
+                          concurrency=concurrency, rpm=None)
+
+    async def one(i):
+        try:
+            await evaluator.complete([{"role": "user", "content": f"Hi {i}"}])
+            return 1
+        except BudgetExhausted:
+            return 0
+
+    async def go():
+        return sum(await asyncio.gather(*(one(i) for i in range(calls))))
+
+    return asyncio.run(go()), evaluator
+
+
+@pytest.mark.parametrize("extra", [0, 40, 60])
+def test_concurrent_calls_cannot_pass_the_budget_before_the_first_calibration(extra):
+    # 30 calls start at once, each a 4-byte prompt billed `extra` template tokens: all are booked
+    # before any has answered, so the bound before the first response must hold on its own
+    price = Price(input=10, output=10)
+    one_call = call_cost(price, 1 + extra, 4)
+    budget = one_call * 20.5
+    backend = TemplateBilling(extra, price=price)
+    made, evaluator = _many_calls(backend, budget)
+    assert backend.billed <= budget + 1e-12, (backend.billed, budget)
+    assert evaluator.budget.spent == pytest.approx(backend.billed)
+    assert made >= 5  # the budget was used, not refused at once
+
+
+def test_a_server_billing_beyond_the_conservative_bound_passes_it_with_one_call_at_most():
+    # 300 template tokens a call is beyond what the conservative bound assumes: the first request
+    # of a kind goes alone, so no more than it can pass its reservation, and its usage then
+    # calibrates every request after it
+    price = Price(input=10, output=10)
+    backend = TemplateBilling(300, price=price)
+    budget = call_cost(price, 310, 4) * 10.5
+    made, evaluator = _many_calls(backend, budget)
+    assert backend.peak_before_first_answer == 1
+    assert backend.billed <= budget + 1e-12, (backend.billed, budget)
+    assert 5 <= made <= 10
 
 
 # --- projection ----------------------------------------------------------------------------

@@ -200,7 +200,7 @@ class WordsLost(Scorer):
 @pytest.fixture
 def words_lost(monkeypatch):
     """WordsLost chosen for every run, and known by name for resuming."""
-    async def choose(config, backend):
+    async def choose(config, backend, probe=None):
         return WordsLost()
 
     monkeypatch.setattr(engine, "choose_scorer", choose)

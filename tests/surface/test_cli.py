@@ -82,7 +82,27 @@ def test_budget_refusal_exits_3(prompt_file, capsys):
         "run", prompt_file, "--model", "fake", "--budget", "0.000001", "--price-in", "100", "--price-out", "100",
         capsys=capsys,
     )
-    assert code == 3 and "could cost up to $" in err
+    assert code == 3 and "projected to cost about $" in err and "(an estimate)" in err and "raise --budget" in err
+
+
+def test_the_projection_is_printed_as_an_estimate(runs_dir):
+    # The projection estimates typical token counts: a server's template may bill more, so it is
+    # never printed as "at most"; the budget is what holds.
+    import io
+
+    import prompt_attr
+    from prompt_attr import Price
+
+    for budget, tail in ((5.0, "; the budget of $5.0000 is enforced call by call)"), (None, ")")):
+        stream = io.StringIO()
+        run = prompt_attr.attribute(
+            PROMPT, model="fake", price=Price(input=1, output=1), budget=budget, runs_dir=runs_dir,
+            on_event=cli.ProgressLine(stream=stream),
+        )
+        line = stream.getvalue().splitlines()[0]
+        assert run.status == "finished" and line.startswith(f"run {run.run_id}: ")
+        assert f"projected about {cli.usd(run.record.projected_usd)} (an estimate, not a limit{tail}" in line
+        assert "at most" not in line
 
 
 def test_unknown_model_and_missing_key(prompt_file, capsys):

@@ -125,7 +125,7 @@ def test_runs_dir_option(shell, tmp_path):
         ("%%attribute --model fake --method random\nHello There", "invalid choice: 'random'"),
         ("%%attribute --model fake --target-range 5\nHello There", "--target-range '5' must be START:END"),
         ("%%attribute --model fake --scorer logprob\nHello There", "cannot score a given answer's log-probability"),
-        ("%%attribute --model fake --price-in 100000 --budget 0.000001\nHello There. It is calm.", "refused: this run could cost up to"),
+        ("%%attribute --model fake --price-in 100000 --budget 0.000001\nHello There. It is calm.", "refused: this run is projected to cost about"),
         ("%%attribute --model fake --format\nHello {nobody_defined_this}", "{nobody_defined_this} is not a variable"),
         ("%%attribute --model fake --format\nHello {", "cannot fill the placeholders"),
         ("%attribute_show ../../etc/passwd", "'../../etc/passwd' is not a run id"),
