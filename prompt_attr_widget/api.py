@@ -24,6 +24,7 @@ from .engine.cache import CallCache
 from .engine.redact import redactor_for
 from .engine.run import RunStream
 from .engine.run import score_deletions as _score_deletions
+from .engine.runner import run_in_thread, run_to_end
 from .store.runs import RunSummary, RunWriter, read_run
 from .store.runs import list_runs as _list_runs
 from .views.compare import Comparison, compare_records

@@ -12,8 +12,10 @@ from pydantic import BaseModel, Field, TypeAdapter
 
 from .schema import (
     Call,
+    CallKind,
     Evaluation,
     Faithfulness,
+    Money,
     NoiseFloor,
     RunRecord,
     SpanScore,
@@ -57,6 +59,29 @@ class FaithfulnessMeasured(BaseModel):
 class Evaluated(BaseModel):
     type: Literal["evaluated"] = "evaluated"
     evaluation: Evaluation
+
+
+class CallReserved(BaseModel):
+    """A billed request is about to be sent; the most it may cost is on disk before it can be billed.
+
+    A run killed while the request is in flight (SIGKILL, a power cut) then
+    still counts it, at this worst case, when it is rebuilt and resumed.
+    """
+
+    type: Literal["call_reserved"] = "call_reserved"
+    kind: CallKind
+    usd: Money | None  # the reservation the budget booked; None when the model has no price
+
+
+class CallSettled(BaseModel):
+    """A billed request came back (or failed): its cost replaces its reservation, before its answer is used."""
+
+    type: Literal["call_settled"] = "call_settled"
+    kind: CallKind
+    reserved_usd: Money | None  # what CallReserved booked for it
+    usd: Money | None  # what it cost; its worst case when that cannot be known (a failure mid-request)
+    prompt_tokens: int = 0  # embedding input tokens for kind "embed"
+    completion_tokens: int = 0
 
 
 class Estimate(BaseModel):
@@ -104,6 +129,8 @@ Event = Annotated[
     | BaselineDone
     | NoiseMeasured
     | Evaluated
+    | CallReserved
+    | CallSettled
     | Estimate
     | FaithfulnessMeasured
     | Progress

@@ -11,6 +11,8 @@ from datetime import datetime, timezone
 
 from .events import (
     BaselineDone,
+    CallReserved,
+    CallSettled,
     Estimate,
     Evaluated,
     FaithfulnessMeasured,
@@ -39,6 +41,8 @@ def apply_event(record: RunRecord | None, event) -> RunRecord | None:
         record.noise = event.noise
     elif isinstance(event, Evaluated):
         record.evaluations.append(event.evaluation)
+    elif isinstance(event, (CallReserved, CallSettled)):
+        _spend(record.spend, event)
     elif isinstance(event, Estimate):
         record.attribution, record.surrogate = event.attribution, event.surrogate
     elif isinstance(event, FaithfulnessMeasured):
@@ -51,6 +55,22 @@ def apply_event(record: RunRecord | None, event) -> RunRecord | None:
         record.timings_ms = event.timings_ms
         record.finished_at = _now()
     return record
+
+
+def _spend(spend, event) -> None:
+    """Keep the record's spend current call by call, so a run killed mid-way still counts
+    what it paid and, at their worst case, the calls it was killed during."""
+    if isinstance(event, CallReserved):
+        spend.calls += 1
+        spend.reserved_usd += event.usd or 0.0
+        return
+    spend.reserved_usd = max(0.0, spend.reserved_usd - (event.reserved_usd or 0.0))
+    spend.usd = None if spend.usd is None or event.usd is None else spend.usd + event.usd
+    if event.kind == "embed":
+        spend.embed_tokens += event.prompt_tokens
+    else:
+        spend.prompt_tokens += event.prompt_tokens
+        spend.completion_tokens += event.completion_tokens
 
 
 def _now() -> str:

@@ -20,6 +20,7 @@ Status = Literal["running", "finished", "aborted", "failed"]
 StoppedBy = Literal["budget"]
 # What an evaluation was for: only "attribution" evaluations feed the estimate.
 Purpose = Literal["attribution", "noise", "faithfulness", "heldout"]
+CallKind = Literal["chat", "logprob", "embed"]  # the kinds of billed request (core/cost.py)
 # Dollars: a finite amount, never negative. A NaN or infinite figure in a run file is refused
 # (the run is then rebuilt from its events, or reported corrupt), never shown as "$nan".
 Money = Annotated[float, Field(ge=0, allow_inf_nan=False)]
@@ -138,12 +139,26 @@ class Faithfulness(BaseModel):
 
 
 class Spend(BaseModel):
+    """What a run paid, over every session of it.
+
+    `usd` is what was billed, a call whose bill could not be known (cut off
+    mid-request) counted at its worst case. `reserved_usd` is the worst case
+    of calls the run was killed during: events.jsonl holds their
+    reservations but not their outcome. Both count against a budget.
+    """
+
     usd: Money | None = 0.0
+    reserved_usd: Money = 0.0
     calls: int = 0
     cache_hits: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     embed_tokens: int = 0
+
+    @property
+    def counted_usd(self) -> float | None:
+        """What the run counts as spent (the budget's view): billed plus reserved; None if unpriced."""
+        return None if self.usd is None else self.usd + self.reserved_usd
 
 
 class BackendRecord(BaseModel):

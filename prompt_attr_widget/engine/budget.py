@@ -124,6 +124,12 @@ class Budget:
                 self.spent += actual_usd
 
     @property
+    def reserved(self) -> float:
+        """The worst case booked for calls in flight."""
+        with self._lock:
+            return self._reserved
+
+    @property
     def spent_usd(self) -> float | None:
         """Spend so far, or None when some of it had no known price."""
         return None if self.unknown else self.spent

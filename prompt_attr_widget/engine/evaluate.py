@@ -5,6 +5,11 @@ never waits for a slot), then the concurrency semaphore and the
 requests-per-minute limiter, then the budget reservation (a call that might
 not fit is never started, and only calls about to start hold a
 reservation), then the backend (whose SDK retries 429/5xx).
+
+The journal (the run store) is told of every reservation before its
+request is sent and of every cost before its answer is used, so what a run
+paid for is on disk whenever the process dies; a reservation that cannot be
+written is never sent.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import asyncio
 import contextlib
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiolimiter import AsyncLimiter
@@ -21,6 +27,7 @@ from ..backends.base import Backend, GenerationParams, TokenLogprobs
 from ..core.config import Price
 from ..core.cost import Request, call_cost, chat_request, embed_request, logprob_request
 from ..core.errors import PromptAttrError
+from ..core.events import CallReserved, CallSettled
 from ..core.schema import Call, Spend
 from ..core.text import usd
 from .budget import Budget
@@ -51,6 +58,7 @@ class Evaluator:
         *,
         concurrency: int,
         rpm: float | None,
+        journal: Callable[[object], None] | None = None,
     ):
         self.backend = backend
         self.info = backend.info
@@ -60,6 +68,7 @@ class Evaluator:
         self.semaphore = asyncio.Semaphore(concurrency)
         self.limiter = AsyncLimiter(rpm, 60) if rpm else None
         self.spend = Spend()
+        self.journal = journal or (lambda event: None)  # CallReserved/CallSettled to disk (the run store)
         self._holding = 0  # calls started and not yet settled
         self._settled = asyncio.Event()
         self._answered: set[str] = set()  # kinds of request a response has come back for
@@ -84,8 +93,6 @@ class Evaluator:
             lambda: self.backend.complete(messages, self.params),
             lambda c: (c.prompt_tokens, c.completion_tokens),
         )
-        self.spend.prompt_tokens += prompt_tokens
-        self.spend.completion_tokens += completion_tokens
         record = {
             "output": completion.text,
             "prompt_tokens": prompt_tokens,
@@ -112,7 +119,6 @@ class Evaluator:
             lambda: self.backend.logprob(messages, continuation),
             lambda t: (t.prompt_tokens, t.completion_tokens),
         )
-        self.spend.prompt_tokens += prompt_tokens
         self.cache.set(key, dataclasses.asdict(scored))
         return Call(output=None, prompt_tokens=prompt_tokens, cost_usd=cost, elapsed_ms=_ms(start)), scored
 
@@ -130,7 +136,6 @@ class Evaluator:
         result, tokens, _, cost = await self._paid(
             embed_request([text]), self.info.embed_price, lambda: self.backend.embed([text]), lambda e: (e.prompt_tokens, 0)
         )
-        self.spend.embed_tokens += tokens
         self.cache.set(key, {"vector": result.vectors[0], "tokens": tokens})
         return Embedded(vector=result.vectors[0], tokens=tokens, cost_usd=cost, cache_hit=False)
 
@@ -150,13 +155,21 @@ class Evaluator:
                 bound, worst = await self._reserve(request, price)
                 self._holding += 1
                 try:
+                    self.journal(CallReserved(kind=request.kind, usd=worst))  # on disk before it can be billed
+                except BaseException:
+                    self._settle(worst, 0.0)  # never sent
+                    raise
+                try:
                     self.spend.calls += 1
                     result = await send()
                 except BaseException as exc:
                     # A failed call may still have been billed; we cannot know, so keep
                     # its worst case booked as spent rather than risk passing the budget.
                     # Only a request the server refused outright (BackendError.unbilled) cost nothing.
-                    self._settle(worst, 0.0 if getattr(exc, "unbilled", False) and worst is not None else worst)
+                    cost = 0.0 if getattr(exc, "unbilled", False) and worst is not None else worst
+                    self._settle(worst, cost)
+                    with contextlib.suppress(Exception):  # unwritten, its reservation on disk still counts it
+                        self.journal(CallSettled(kind=request.kind, reserved_usd=worst, usd=cost))
                     raise
                 self._answered.add(request.kind)
                 prompt_tokens, output_tokens = usage(result)
@@ -169,7 +182,18 @@ class Evaluator:
                     prompt_tokens, output_tokens = bound
                 cost = call_cost(price, prompt_tokens, output_tokens)
                 self._settle(worst, cost)
+                self._count(request.kind, prompt_tokens, output_tokens)
+                self.journal(CallSettled(kind=request.kind, reserved_usd=worst, usd=cost,
+                                         prompt_tokens=prompt_tokens, completion_tokens=output_tokens))
                 return result, prompt_tokens, output_tokens, cost
+
+    def _count(self, kind: str, prompt_tokens: int, output_tokens: int) -> None:
+        """Tokens billed, counted as the run store's reducer counts CallSettled."""
+        if kind == "embed":
+            self.spend.embed_tokens += prompt_tokens
+        else:
+            self.spend.prompt_tokens += prompt_tokens
+            self.spend.completion_tokens += output_tokens
 
     async def _reserve(self, request: Request, price: Price | None) -> tuple[tuple[int, int], float | None]:
         """Book the request's worst case, waiting while calls in flight may free budget.
@@ -229,7 +253,8 @@ class Evaluator:
         self._settled.set()
 
     def spend_snapshot(self) -> Spend:
-        return self.spend.model_copy(update={"usd": self.budget.spent_usd})
+        """This session's spend: billed so far, and the worst case of the calls still in flight."""
+        return self.spend.model_copy(update={"usd": self.budget.spent_usd, "reserved_usd": self.budget.reserved})
 
 
 def _ms(start: float) -> float:

@@ -27,19 +27,24 @@ class Ledger:
         self.timings[stage] = round(self.timings.get(stage, 0.0) + (time.perf_counter() - since) * 1000, 3)
 
     def restore(self) -> None:
-        """Put the earlier sessions' dollars back into the budget."""
+        """Put the earlier sessions' dollars back into the budget.
+
+        Calls an earlier session was killed during (reserved on disk, their
+        outcome never written) may have been billed: they count as spent at
+        their worst case from now on.
+        """
         budget = self.evaluator.budget
         if self.stored.spend.usd is None:
             budget.unknown = True
         else:
-            budget.spent = self.stored.spend.usd
+            budget.spent = self.stored.spend.counted_usd
 
     def spend(self) -> Spend:
         """Spend so far, every session of the run included (the budget already holds earlier dollars)."""
         now = self.evaluator.spend_snapshot()
         if self.stored is None:
             return now
-        before = self.stored.spend
+        before = self.stored.spend  # its dollars, reservations included, are in the budget already
         return now.model_copy(update={k: getattr(now, k) + getattr(before, k) for k in _COUNTS})
 
     def progress(self, done: int, planned: int) -> Progress:

@@ -62,14 +62,15 @@ LIVE_REFIT_EVERY = 8  # surrogate runs refit and send an estimate every this man
 class _Run:
     """State of one run while its events stream."""
 
-    def __init__(self, prompt, config, backend, cache, run_id, scorer: Scorer | None, stored: RunRecord | None = None):
+    def __init__(self, prompt, config, backend, cache, run_id, scorer: Scorer | None, stored: RunRecord | None = None,
+                 journal=None):
         self.prompt, self.config, self.backend, self.run_id = prompt, config, backend, run_id
         self.scorer = scorer
         self.stored = stored  # a stopped run being resumed: its results are reused, never re-paid
         self.params = GenerationParams(config.max_tokens, config.temperature, config.seed)
         self.budget = Budget(config.budget)
         self.evaluator = Evaluator(
-            backend, cache, self.budget, self.params, concurrency=config.concurrency, rpm=config.rpm
+            backend, cache, self.budget, self.params, concurrency=config.concurrency, rpm=config.rpm, journal=journal
         )
         self.ledger = Ledger(self.evaluator, stored)
         self.batches = Batches(config.concurrency)
@@ -372,11 +373,12 @@ class RunStream:
         run_id: str,
         stored: RunRecord | None = None,
         rerun_of: str | None = None,
+        journal=None,
     ):
         self.run: _Run | None = None  # set by run_events once the run is made
         self.unreported: list[Evaluated] = []
         self._events = run_events(prompt, config, backend, cache=cache, run_id=run_id, stored=stored,
-                                  unreported=self.unreported, rerun_of=rerun_of, handle=self)
+                                  unreported=self.unreported, rerun_of=rerun_of, handle=self, journal=journal)
 
     def events(self) -> AsyncIterator:
         return self._events
@@ -407,6 +409,7 @@ async def run_events(
     unreported: list | None = None,
     rerun_of: str | None = None,
     handle: RunStream | None = None,
+    journal=None,
 ) -> AsyncIterator:
     """Stream the events of one attribution run.
 
@@ -417,12 +420,15 @@ async def run_events(
     asked for. Answers that arrive while the stream is being stopped are
     appended to `unreported`, so the caller can store what was paid for.
     `handle` (a RunStream) is given the run once it is made, so the caller
-    can end a run it stopped with the run's own closing events.
+    can end a run it stopped with the run's own closing events. `journal`
+    is called, synchronously, with every billed request's CallReserved
+    before it is sent and its CallSettled before its answer is used: the
+    run store writes them, so spend survives a kill.
     """
     info = backend.info
     if config.budget is not None and (info.price is None or info.embed_price is None):
         check_projection(None, config.budget, config.model)  # no price: say so before any request
-    run = _Run(prompt, config, backend, cache, run_id, None, stored)  # its scorer is chosen below
+    run = _Run(prompt, config, backend, cache, run_id, None, stored, journal)  # its scorer is chosen below
     if unreported is not None:
         run.unreported = unreported
     if handle is not None:
@@ -438,7 +444,7 @@ async def run_events(
         yield RunStarted(record=record, planned=worst)
     else:
         remaining = max(0, worst - len(stored.evaluations))
-        left = None if config.budget is None else max(0.0, config.budget - (stored.spend.usd or 0.0))
+        left = None if config.budget is None else max(0.0, config.budget - (stored.spend.counted_usd or 0.0))
         check_projection(run.projected_cost(remaining), left, config.model)
         yield RunResumed(at=datetime.now(timezone.utc).isoformat(timespec="milliseconds"), planned=worst)
     try:

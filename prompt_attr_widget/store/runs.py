@@ -134,6 +134,7 @@ class RunWriter:
         self.run_id: str | None = None
         self._events = None
         self._started = False  # the run's first event is on disk (a resumed run's always is)
+        self._early: list = []  # spend of calls made before RunStarted (the log-prob probe)
 
     @property
     def path(self) -> Path:
@@ -193,6 +194,9 @@ class RunWriter:
             self._open()
         self._append(event)
         self._started = True
+        early, self._early = self._early, []
+        for spent in early:
+            self.handle(spent)
         if isinstance(event, RunResumed):
             try:
                 self._write_record()  # readers see it running again
@@ -201,6 +205,19 @@ class RunWriter:
         if self.record.status != "running":
             self._close()
         return event
+
+    def journal(self, event) -> None:
+        """Store a billed call's CallReserved or CallSettled now: the engine waits for it.
+
+        A call made before the run's first event (the probe of whether a
+        server offers log-probabilities) is stored just after it. One that
+        settles after the run was closed (a call cut off, stopping late) is
+        dropped: the run's ending already counted it at its worst case.
+        """
+        if self.record is None:
+            self._early.append(event)
+        elif self.record.status == "running" and self._events is not None and not self._events.closed:
+            self.handle(event)
 
     def end(self, received: list | tuple, closing: Callable[[], list]) -> list:
         """Close a run that ended outside the event stream (interrupt, crash in a sink).
@@ -433,7 +450,7 @@ def summarise(record: RunRecord) -> RunSummary:
         model=record.backend.model,
         spans=len(record.spans),
         evaluations=len(record.evaluations),
-        spend_usd=record.spend.usd,
+        spend_usd=record.spend.counted_usd,
         top_span=" ".join(top_text.split())[:60],
         prompt_sha256=record.prompt_sha256,
         label=record.settings.label,

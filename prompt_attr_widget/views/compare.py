@@ -160,7 +160,7 @@ def compare_records(a: RunRecord, b: RunRecord) -> Comparison:
         baseline_diff=word_diff(a.baseline.output if a.baseline else "", b.baseline.output if b.baseline else ""),
         config_changes=changes(_computing(a), _computing(b)),
         model_changes=changes(_model(a), _model(b)),
-        spend_usd=(a.spend.usd, b.spend.usd),
+        spend_usd=(a.spend.counted_usd, b.spend.counted_usd),
         calls=(a.spend.calls, b.spend.calls),
         total_ms=(a.timings_ms.get("total_ms"), b.timings_ms.get("total_ms")),
         noise_floor=(a.noise.floor if a.noise else None, b.noise.floor if b.noise else None),

@@ -88,7 +88,8 @@ class Attribution:
 
     @property
     def spend_usd(self) -> float | None:
-        return self.record.spend.usd
+        """What the run counts as spent: billed, plus the worst case of calls it was killed during."""
+        return self.record.spend.counted_usd
 
     @property
     def path(self) -> Path | None:

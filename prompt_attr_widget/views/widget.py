@@ -367,8 +367,8 @@ def _final_progress(record: RunRecord, last: dict | None = None) -> dict:
         "planned": len(record.evaluations) if record.status != "running" else (last or {}).get("planned", 0),
         "calls": spend.calls,
         "cache_hits": spend.cache_hits,
-        "spend_usd": spend.usd,
-        "spend": usd(spend.usd),  # what the view shows: formatted here, as everywhere
+        "spend_usd": spend.counted_usd,
+        "spend": usd(spend.counted_usd),  # what the view shows: formatted here, as everywhere
         "elapsed_s": round(elapsed / 1000, 3) if elapsed is not None else (last or {}).get("elapsed_s", 0),
         "eta_s": None,
     }

@@ -32,6 +32,7 @@ PROMPT = " ".join(f"Sentence {i} mentions Item{i} here." for i in range(40))
 # Calls slower than disk writes, one at a time: a failed write is then noticed before the
 # next answer arrives (instant calls would all be done before the first write failed).
 LATENCY = 0.005
+PRICE = prompt_attr.Price(input=1.0, output=2.0)
 
 
 # --- a full disk ----------------------------------------------------------------------------------
@@ -59,62 +60,64 @@ def fill(folder: Path, leave: int) -> None:
         fh.write(b"\0" * max(0, free - leave))
 
 
-def run_on_a_full_disk(runs_dir: Path, leave: int) -> tuple[str, int]:
-    """Attribute PROMPT into runs_dir, in this process; returns (error message, model calls)."""
-    backend = FakeBackend(latency=LATENCY)
+def run_on_a_full_disk(runs_dir: Path, leave: int) -> tuple[str, int, int]:
+    """Attribute PROMPT into runs_dir, in this process; returns (error message, chat calls, all requests)."""
+    backend = FakeBackend(latency=LATENCY, price=PRICE, embed_price=PRICE)
     with pytest.raises(PromptAttrError) as info:
         prompt_attr.attribute(PROMPT, backend=backend, runs_dir=runs_dir, method="loo", cache=False, concurrency=1)
-    return str(info.value), backend.calls
+    return str(info.value), backend.calls, backend.calls + backend.embed_calls
 
 
 CHILD = textwrap.dedent(
     """
     import resource, signal, sys
     import prompt_attr
+    from prompt_attr import Price
     from prompt_attr_widget.backends.fake import FakeBackend
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failed write, not a killed process
     limit = int(sys.argv[2])
     resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-    backend = FakeBackend(latency=float(sys.argv[4]))
+    price = Price(input=1.0, output=2.0)
+    backend = FakeBackend(latency=float(sys.argv[4]), price=price, embed_price=price)
     try:
         prompt_attr.attribute(sys.argv[3], backend=backend, runs_dir=sys.argv[1], method="loo",
                               cache=False, concurrency=1)
     except prompt_attr.PromptAttrError as exc:
-        print(f"ERROR {backend.calls} {exc}")
+        print(f"ERROR {backend.calls} {backend.calls + backend.embed_calls} {exc}")
     else:
-        print(f"FINISHED {backend.calls}")
+        print(f"FINISHED {backend.calls} {backend.calls + backend.embed_calls}")
     """
 )
 
 
-def run_with_a_file_size_cap(runs_dir: Path, limit: int) -> tuple[str, int]:
+def run_with_a_file_size_cap(runs_dir: Path, limit: int) -> tuple[str, int, int]:
     out = subprocess.run(
         [sys.executable, "-c", CHILD, str(runs_dir), str(limit), PROMPT, str(LATENCY)], capture_output=True, text=True, timeout=120
     ).stdout.strip()
-    status, calls, *message = out.split(" ", 2)
+    status, calls, requests, *message = out.split(" ", 3)
     assert status == "ERROR", out
-    return message[0], int(calls)
+    return message[0], int(calls), int(requests)
 
 
-def run_out_of_room(tiny_disk, tmp_path, room: int) -> tuple[Path, str, int]:
+def run_out_of_room(tiny_disk, tmp_path, room: int) -> tuple[Path, str, int, int]:
     """A run with only `room` bytes to write in: a filled tmpfs, or else a file-size cap."""
     if tiny_disk is not None:
         runs_dir = tiny_disk / "runs"
         runs_dir.mkdir()
         fill(tiny_disk, room)
-        message, calls = run_on_a_full_disk(runs_dir, room)
+        message, calls, requests = run_on_a_full_disk(runs_dir, room)
         assert "No space left on device" in message
     else:
         runs_dir = tmp_path / "runs"
-        message, calls = run_with_a_file_size_cap(runs_dir, max(1, room))
+        message, calls, requests = run_with_a_file_size_cap(runs_dir, max(1, room))
         assert "File too large" in message
     assert "free some space" in message and "--runs-dir" in message
-    return runs_dir, message, calls
+    return runs_dir, message, calls, requests
 
 
 @pytest.mark.parametrize("room", [2_000, 12_000, 40_000])
 def test_a_full_disk_mid_run_is_a_clear_error_and_leaves_no_corrupt_run(tiny_disk, tmp_path, room):
-    runs_dir, _, calls = run_out_of_room(tiny_disk, tmp_path, room)
+    runs_dir, _, calls, _ = run_out_of_room(tiny_disk, tmp_path, room)
     saved = 0
     for run_id in run_ids(runs_dir):  # whatever is left is a readable run, never a corrupt one
         record = read_run(run_id, runs_dir)
@@ -127,9 +130,22 @@ def test_a_full_disk_mid_run_is_a_clear_error_and_leaves_no_corrupt_run(tiny_dis
 
 
 def test_a_full_disk_before_the_run_starts_costs_nothing(tiny_disk, tmp_path):
-    runs_dir, _, calls = run_out_of_room(tiny_disk, tmp_path, 0)
+    runs_dir, _, calls, _ = run_out_of_room(tiny_disk, tmp_path, 0)
     assert calls == 0
     assert run_ids(runs_dir) == []  # no half-made run folder left behind
+
+
+@pytest.mark.parametrize("room", [2_000, 12_000, 40_000])
+def test_a_full_disk_mid_run_sends_no_request_it_could_not_book_on_disk(tiny_disk, tmp_path, room):
+    """Each request's reservation is written before it is sent: once the disk is full no
+    request goes out, and the run rebuilt from what reached the disk counts every one sent."""
+    runs_dir, _, _, requests = run_out_of_room(tiny_disk, tmp_path, room)
+    for run_id in run_ids(runs_dir):
+        lines = (runs_dir / run_id / "events.jsonl").read_text("utf-8", errors="replace").splitlines()
+        booked = sum(line.startswith('{"type":"call_reserved"') and line.endswith("}") for line in lines)  # whole lines
+        assert requests <= booked, (requests, booked)
+        record = read_run(run_id, runs_dir)
+        assert record.spend.counted_usd > 0 and record.spend.calls >= requests
 
 
 KILLED_BEFORE_ITS_FIRST_WRITE = textwrap.dedent(
