@@ -8,7 +8,6 @@ run as `aborted` with every result already received on disk.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -94,7 +93,7 @@ async def attribute_async(
             store.resume(stored)
             run_id = stored.run_id
         stream = RunStream(prompt, config, backend, cache=cache, run_id=run_id, stored=stored,
-                           rerun_of=original.run_id if original else None)
+                           rerun_of=original.run_id if original else None, journal=store.journal)
         async for event in stream.events():
             if isinstance(event, TERMINAL) and store.record is not None:
                 # Backends learn part of their fingerprint from answers (OpenAI's
@@ -103,8 +102,9 @@ async def attribute_async(
             event = store.handle(event)  # as stored: with redact=True, the sinks see no secret either
             for sink in sinks:
                 sink(event)
-    except (asyncio.CancelledError, KeyboardInterrupt):
-        reason = "interrupted (Ctrl-C or Stop); every result received so far is saved"
+    except (asyncio.CancelledError, KeyboardInterrupt) as exc:
+        by = "SIGTERM" if exc.args == ("SIGTERM",) else "Ctrl-C or Stop"  # see engine/runner.py
+        reason = f"interrupted ({by}); every result received so far is saved"
         _tell(sinks, await _stop(stream, store, "aborted", reason))
         raise
     except BaseException as exc:
@@ -171,7 +171,10 @@ async def _stop(stream: RunStream | None, store: RunWriter, status: str, reason:
     """
     if stream is None:
         return []  # stopped before the run was asked for: nothing to close
-    await stream.aclose()  # answers already back are collected into `stream.unreported`
+    # Answers already back are collected into `stream.unreported`. Interrupted again, the calls
+    # still in flight are not waited for: their reservations, on disk, count them.
+    with contextlib.suppress(asyncio.CancelledError):
+        await stream.aclose()
     return store.end(stream.unreported, lambda: stream.closing_events(status, reason))
 
 
@@ -250,33 +253,8 @@ def _run_sync(coro):
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(coro)
-    return _run_in_thread(coro)
-
-
-def _run_in_thread(coro):
-    """Run a coroutine on a private loop in a worker thread; Ctrl-C cancels it cleanly."""
-    loop = asyncio.new_event_loop()
-    task_box: dict = {}
-
-    def runner():
-        asyncio.set_event_loop(loop)
-        task_box["task"] = loop.create_task(coro)
-        try:
-            return loop.run_until_complete(task_box["task"])
-        finally:
-            loop.close()
-
-    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="prompt-attr") as pool:
-        future = pool.submit(runner)
-        try:
-            return future.result()
-        except KeyboardInterrupt:
-            if "task" in task_box:
-                loop.call_soon_threadsafe(task_box["task"].cancel)
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                future.result()
-            raise
+        return run_to_end(coro)
+    return run_in_thread(coro)
 
 
 def load_run(run_id: str, runs_dir: str | Path | None = None) -> Attribution:

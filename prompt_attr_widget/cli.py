@@ -1,22 +1,25 @@
 """The `prompt-attr` command: run, ab, resume, rerun, ls, show, compare, export, tag, archive, restore, delete, prune.
 
 Exit codes: 0 success, 2 usage error, 3 refused or stopped by the budget,
-1 any other failure, 130 interrupted (the partial run is saved).
+1 any other failure, 130 interrupted (Ctrl-C) and 143 stopped by SIGTERM (the partial run is saved).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
 
 from .core.config import DEFAULT_RUNS_DIR
 from .core.config import runs_dir as resolve_runs_dir
-from .core.errors import BudgetRefused, PromptAttrError, UsageError
+from .core.errors import BudgetRefused, PromptAttrError, Terminated, UsageError
 from .core.events import Estimate, Progress, RunStarted
 from .core.options import OPTIONS, Option, Price
 from .core.text import safe_json_text, safe_terminal_text, usd
@@ -295,7 +298,9 @@ def print_result(result: Attribution, *, as_json: bool, color: bool, top: int) -
     print(f"baseline output: {safe_terminal_text(result.baseline or '(none)')}")
     print()
     print(top_table(r, top))
-    spend = "unknown (no price for this model)" if r.spend.usd is None else usd(r.spend.usd)
+    spend = "unknown (no price for this model)" if r.spend.usd is None else usd(r.spend.counted_usd)
+    if r.spend.reserved_usd > 0:
+        spend += f" (up to {usd(r.spend.reserved_usd)} of it for calls in flight when the run stopped)"
     print(
         f"\n{r.status} · {len(r.evaluations)} evaluations · {r.spend.calls} calls · "
         f"{r.spend.cache_hits} cache hits · spend {spend} · {r.timings_ms.get('total_ms', 0) / 1000:.1f}s"
@@ -323,12 +328,12 @@ def _attribute_and_print(args, prompt: str | None, **options) -> int:
     progress.run_id = options.get("resume")
     try:
         result = attribute(prompt, on_event=progress, **options)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         if progress.run_id is None:
             raise
-        print(f"\nprompt-attr: interrupted; run {progress.run_id} is saved with every result received; "
+        print(f"\nprompt-attr: {_interrupted(exc)}; run {progress.run_id} is saved with every result received; "
               f"prompt-attr resume {progress.run_id} finishes it", file=sys.stderr)
-        return 130
+        return getattr(exc, "exit_code", 130)
     if progress.live:
         sys.stderr.write("\n")
     color = not args.no_color and sys.stdout.isatty() and "NO_COLOR" not in os.environ
@@ -447,6 +452,12 @@ def main(argv: list[str] | None = None) -> int:
         "compare": _cmd_compare, "export": _cmd_export, "ab": _cmd_ab,
         **dict.fromkeys(("tag", "archive", "restore", "delete", "prune"), _cmd_lifecycle),
     }[args.command]
+    with _sigterm_as_interrupt():
+        return _handled(handler, args)
+
+
+def _handled(handler, args) -> int:
+    """The command's exit code; errors a person can act on as one message, never a traceback."""
     try:
         return handler(args)
     except BudgetRefused as exc:
@@ -455,10 +466,31 @@ def main(argv: list[str] | None = None) -> int:
     except PromptAttrError as exc:
         print(f"prompt-attr: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("\nprompt-attr: interrupted; the partial run is saved (see prompt-attr ls; "
+    except KeyboardInterrupt as exc:
+        print(f"\nprompt-attr: {_interrupted(exc)}; the partial run is saved (see prompt-attr ls; "
               "prompt-attr resume RUN_ID finishes it)", file=sys.stderr)
-        return 130
+        return getattr(exc, "exit_code", 130)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM is handled like Ctrl-C: a run is saved, then the command exits 143."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated()
+
+
+def _interrupted(exc: KeyboardInterrupt) -> str:
+    return "stopped by SIGTERM" if isinstance(exc, Terminated) else "interrupted"
 
 
 if __name__ == "__main__":

@@ -59,3 +59,12 @@ class MissingDependency(BackendError):
 
 class RunNotFound(PromptAttrError, LookupError):
     """No run with that id exists in the runs folder."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM stopped the run, which was saved as after Ctrl-C (CLI exit code 143, 128 + 15).
+
+    A KeyboardInterrupt, so code that already handles Ctrl-C handles it too.
+    """
+
+    exit_code = 143
