@@ -6,21 +6,21 @@ timeouts and dropped connections. What it does not retry is a broken 200:
 truncated JSON (it raises json.JSONDecodeError), a page that is not JSON at
 all (it returns the text as a str; embeddings raise AttributeError), an
 empty `choices` list (returned as is; embeddings raise ValueError) or
-embeddings of a new size. This module asks again for those (`_ask`), and
-turns every failure into a sentence a user can act on, naming the fault
-and the URL, never repeating the API key, and saying whether it may pass
-by itself (`BackendError.transient`).
+embeddings of a new size. This module reports those as `BrokenAnswer`,
+which the evaluator asks again for, each attempt within the budget (the
+server billed the broken one), and turns every failure into a sentence a
+user can act on, naming the fault and the URL, never repeating the API
+key, and saying whether it may pass by itself (`BackendError.transient`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import re
 
 from ..core.config import Price
-from ..core.errors import BackendError
+from ..core.errors import BackendError, BrokenAnswer
 from ..core.identity import public_url
 from .base import BackendInfo, Completion, Embeddings, GenerationParams, TokenLogprobs
 from .prices import lookup_price
@@ -29,7 +29,6 @@ OFFICIAL_URL = "https://api.openai.com/v1"
 _SURROGATE = re.compile("[\ud800-\udfff]")
 DEFAULT_EMBED_MODEL = "text-embedding-3-small"
 NO_KEY_PLACEHOLDER = "no-key-required"
-MALFORMED_BACKOFF_S = 0.25  # first wait before asking again after a broken answer; doubles
 
 
 class _Malformed(Exception):
@@ -235,36 +234,25 @@ class OpenAIBackend:
         await self.client.close()
 
     async def _ask(self, model: str, send, parse):
-        """`parse(await send())`, asking again (with backoff) while the answer is broken.
+        """`parse(await send())`: one request, the SDK's retries of what HTTP told it failed included.
 
-        The SDK has already retried whatever HTTP told it failed; a broken
-        200 (see the module docstring) it passes on, and such answers come
-        from overloaded servers and proxies, so they are asked for again,
-        as often as the SDK retries. Every SDK retry stays inside one call
-        here, so the evaluator counts one call, however many attempts.
+        A broken 200 (see the module docstring) raises BrokenAnswer: the
+        evaluator asks again, booking each attempt in the budget.
         """
-        attempts = self.max_retries + 1
-        for attempt in range(attempts):
-            if attempt:
-                await asyncio.sleep(MALFORMED_BACKOFF_S * 2 ** (attempt - 1))
-            try:
-                resp = await send()
-                if isinstance(resp, str):  # the SDK hands back a body that is not JSON as text
-                    raise _Malformed(f"malformed JSON (not JSON at all: {_short(resp, 60)!r})")
-                return parse(resp)
-            except self._openai.OpenAIError as exc:
-                raise self._explain(exc, model) from None
-            except json.JSONDecodeError:
-                problem = "malformed JSON (truncated or invalid)"
-            except (_Malformed, ValueError, AttributeError) as exc:
-                # ValueError / AttributeError: the SDK's own post-processing of a
-                # broken body ("No embedding data received", a str without .data).
-                problem = str(exc) if isinstance(exc, _Malformed) else f"a malformed answer ({_short(str(exc), 80)})"
-        raise self._error(
-            f"{problem} from {self.url} after {attempts} attempts: check the server (and any proxy "
-            "in front of it) and its log, or raise --max-retries",
-            transient=True,
-        )
+        try:
+            resp = await send()
+            if isinstance(resp, str):  # the SDK hands back a body that is not JSON as text
+                raise _Malformed(f"malformed JSON (not JSON at all: {_short(resp, 60)!r})")
+            return parse(resp)
+        except self._openai.OpenAIError as exc:
+            raise self._explain(exc, model) from None
+        except json.JSONDecodeError:
+            problem = "malformed JSON (truncated or invalid)"
+        except (_Malformed, ValueError, AttributeError) as exc:
+            # ValueError / AttributeError: the SDK's own post-processing of a
+            # broken body ("No embedding data received", a str without .data).
+            problem = str(exc) if isinstance(exc, _Malformed) else f"a malformed answer ({_short(str(exc), 80)})"
+        raise BrokenAnswer(problem, self.url)
 
     def _explain(self, exc: Exception, model: str) -> BackendError:
         """Turn an SDK exception (raised after its own retries) into an actionable sentence."""

@@ -53,6 +53,27 @@ class BackendError(PromptAttrError):
         self.unbilled = unbilled
 
 
+class BrokenAnswer(BackendError):
+    """A 200 whose body is broken (truncated JSON, not JSON, no choices, a vector of a new size).
+
+    The server did the work, so it billed it, and such answers come from
+    overloaded servers and proxies, so they are worth asking for again. The
+    evaluator does that, booking every attempt in the budget like a new
+    call (engine/evaluate.py), then raises `after(attempts)`.
+    """
+
+    def __init__(self, problem: str, url: str):
+        super().__init__(f"{problem} from {url}", transient=True)
+        self.problem, self.url = problem, url
+
+    def after(self, attempts: int) -> BackendError:
+        return BackendError(
+            f"{self.problem} from {self.url} after {attempts} attempts: check the server (and any proxy "
+            "in front of it) and its log, or raise --max-retries",
+            transient=True,
+        )
+
+
 class MissingDependency(BackendError):
     """An optional extra (for example `local`) is not installed."""
 

@@ -64,7 +64,7 @@ def _spend(spend, event) -> None:
         spend.calls += 1
         spend.reserved_usd += event.usd or 0.0
         return
-    spend.reserved_usd = max(0.0, spend.reserved_usd - (event.reserved_usd or 0.0))
+    spend.reserved_usd = max(0.0, round(spend.reserved_usd - (event.reserved_usd or 0.0), 12))  # no float residue
     spend.usd = None if spend.usd is None or event.usd is None else spend.usd + event.usd
     if event.kind == "embed":
         spend.embed_tokens += event.prompt_tokens

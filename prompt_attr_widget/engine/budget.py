@@ -102,6 +102,7 @@ class Budget:
         self.unknown = False
         self.calibration = Calibration()  # what a call may be billed at most, from what the server billed
         self._reserved = 0.0
+        self._open = 0  # reservations not settled yet: with none, nothing is reserved, exactly
         self._lock = threading.Lock()
 
     def reserve(self, worst_case_usd: float | None) -> bool:
@@ -112,12 +113,14 @@ class Budget:
             if self.limit is not None and self.spent + self._reserved + worst_case_usd > self.limit + 1e-12:
                 return False
             self._reserved += worst_case_usd
+            self._open += 1
             return True
 
     def settle(self, reserved_usd: float | None, actual_usd: float | None) -> None:
         with self._lock:
             if reserved_usd is not None:
-                self._reserved = max(0.0, self._reserved - reserved_usd)
+                self._open -= 1
+                self._reserved = max(0.0, self._reserved - reserved_usd) if self._open else 0.0  # no float residue
             if actual_usd is None:
                 self.unknown = True
             else:

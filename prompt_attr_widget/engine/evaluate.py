@@ -26,12 +26,14 @@ from aiolimiter import AsyncLimiter
 from ..backends.base import Backend, GenerationParams, TokenLogprobs
 from ..core.config import Price
 from ..core.cost import Request, call_cost, chat_request, embed_request, logprob_request
-from ..core.errors import PromptAttrError
+from ..core.errors import BrokenAnswer, PromptAttrError
 from ..core.events import CallReserved, CallSettled
 from ..core.schema import Call, Spend
 from ..core.text import usd
 from .budget import Budget
 from .cache import CallCache, cache_key
+
+BROKEN_BACKOFF_S = 0.25  # first wait before asking again after a broken answer; doubles
 
 
 class BudgetExhausted(PromptAttrError):
@@ -58,6 +60,7 @@ class Evaluator:
         *,
         concurrency: int,
         rpm: float | None,
+        retries: int = 0,
         journal: Callable[[object], None] | None = None,
     ):
         self.backend = backend
@@ -67,6 +70,7 @@ class Evaluator:
         self.params = params
         self.semaphore = asyncio.Semaphore(concurrency)
         self.limiter = AsyncLimiter(rpm, 60) if rpm else None
+        self.retries = retries  # how often a broken answer is asked for again
         self.spend = Spend()
         self.journal = journal or (lambda event: None)  # CallReserved/CallSettled to disk (the run store)
         self._holding = 0  # calls started and not yet settled
@@ -144,48 +148,65 @@ class Evaluator:
 
         `send()` makes the request; `usage(result)` is the (prompt, output)
         tokens its response reported, a prompt count of 0 where it reported
-        none. The reservation is the request's bound at the moment it starts
-        (calibrated from every response before it), and the response then
-        calibrates the bounds of the requests after it.
+        none. A broken answer (BrokenAnswer) is asked for again, up to
+        `retries` times with a doubling backoff: the server billed it, so
+        every attempt is booked like a new call, and one that no longer fits
+        the budget is not made.
         """
         async with self.semaphore:
             if self.limiter is not None:
                 await self.limiter.acquire()
             async with self._first_of(request.kind):
-                bound, worst = await self._reserve(request, price)
-                self._holding += 1
-                try:
-                    self.journal(CallReserved(kind=request.kind, usd=worst))  # on disk before it can be billed
-                except BaseException:
-                    self._settle(worst, 0.0)  # never sent
-                    raise
-                try:
-                    self.spend.calls += 1
-                    result = await send()
-                except BaseException as exc:
-                    # A failed call may still have been billed; we cannot know, so keep
-                    # its worst case booked as spent rather than risk passing the budget.
-                    # Only a request the server refused outright (BackendError.unbilled) cost nothing.
-                    cost = 0.0 if getattr(exc, "unbilled", False) and worst is not None else worst
-                    self._settle(worst, cost)
-                    with contextlib.suppress(Exception):  # unwritten, its reservation on disk still counts it
-                        self.journal(CallSettled(kind=request.kind, reserved_usd=worst, usd=cost))
-                    raise
-                self._answered.add(request.kind)
-                prompt_tokens, output_tokens = usage(result)
-                if prompt_tokens > 0:
-                    self.budget.calibration.observe(request, prompt_tokens, output_tokens)
-                else:
-                    # The response reported no usage: what the server billed is unknown,
-                    # so the call counts at its bound, and the bounds stay where they were
-                    # (conservative until some response of this kind reports its usage).
-                    prompt_tokens, output_tokens = bound
-                cost = call_cost(price, prompt_tokens, output_tokens)
-                self._settle(worst, cost)
-                self._count(request.kind, prompt_tokens, output_tokens)
-                self.journal(CallSettled(kind=request.kind, reserved_usd=worst, usd=cost,
-                                         prompt_tokens=prompt_tokens, completion_tokens=output_tokens))
-                return result, prompt_tokens, output_tokens, cost
+                for attempt in range(self.retries + 1):
+                    if attempt:
+                        await asyncio.sleep(BROKEN_BACKOFF_S * 2 ** (attempt - 1))
+                    try:
+                        return await self._attempt(request, price, send, usage)
+                    except BrokenAnswer as exc:
+                        broken = exc
+                raise broken.after(self.retries + 1) from None
+
+    async def _attempt(self, request: Request, price: Price | None, send, usage):
+        """One attempt: reserved (on disk first), sent, settled at its cost (on disk before its answer).
+
+        The reservation is the request's bound at the moment it starts
+        (calibrated from every response before it), and the response then
+        calibrates the bounds of the requests after it.
+        """
+        bound, worst = await self._reserve(request, price)
+        self._holding += 1
+        try:
+            self.journal(CallReserved(kind=request.kind, usd=worst))  # on disk before it can be billed
+        except BaseException:
+            self._settle(worst, 0.0)  # never sent
+            raise
+        try:
+            self.spend.calls += 1
+            result = await send()
+        except BaseException as exc:
+            # A failed call may still have been billed; we cannot know, so keep
+            # its worst case booked as spent rather than risk passing the budget.
+            # Only a request the server refused outright (BackendError.unbilled) cost nothing.
+            cost = 0.0 if getattr(exc, "unbilled", False) and worst is not None else worst
+            self._settle(worst, cost)
+            with contextlib.suppress(Exception):  # unwritten, its reservation on disk still counts it
+                self.journal(CallSettled(kind=request.kind, reserved_usd=worst, usd=cost))
+            raise
+        self._answered.add(request.kind)
+        prompt_tokens, output_tokens = usage(result)
+        if prompt_tokens > 0:
+            self.budget.calibration.observe(request, prompt_tokens, output_tokens)
+        else:
+            # The response reported no usage: what the server billed is unknown,
+            # so the call counts at its bound, and the bounds stay where they were
+            # (conservative until some response of this kind reports its usage).
+            prompt_tokens, output_tokens = bound
+        cost = call_cost(price, prompt_tokens, output_tokens)
+        self._settle(worst, cost)
+        self._count(request.kind, prompt_tokens, output_tokens)
+        self.journal(CallSettled(kind=request.kind, reserved_usd=worst, usd=cost,
+                                 prompt_tokens=prompt_tokens, completion_tokens=output_tokens))
+        return result, prompt_tokens, output_tokens, cost
 
     def _count(self, kind: str, prompt_tokens: int, output_tokens: int) -> None:
         """Tokens billed, counted as the run store's reducer counts CallSettled."""

@@ -70,7 +70,8 @@ class _Run:
         self.params = GenerationParams(config.max_tokens, config.temperature, config.seed)
         self.budget = Budget(config.budget)
         self.evaluator = Evaluator(
-            backend, cache, self.budget, self.params, concurrency=config.concurrency, rpm=config.rpm, journal=journal
+            backend, cache, self.budget, self.params, concurrency=config.concurrency, rpm=config.rpm,
+            retries=config.max_retries, journal=journal,
         )
         self.ledger = Ledger(self.evaluator, stored)
         self.batches = Batches(config.concurrency)

@@ -23,6 +23,7 @@ from prompt_attr_widget.backends.fake import FakeBackend
 from prompt_attr_widget.backends.openai import OpenAIBackend
 from prompt_attr_widget.core.events import BaselineDone, Evaluated
 
+BROKEN = {"truncated_json", "malformed_json", "empty_choices", "wrong_dim"}  # 200s with a broken body
 KEY = "sk-test-CANARY-123"
 TIMEOUT_S = 0.5
 SMALL = "It is day one. It met Blue Falcon. It is grey here. It saw Red Kite. It is late now. It ends."
@@ -70,7 +71,8 @@ def outcome(run) -> dict:
         "noise": rec.noise.model_dump(),
         "attribution": [s.model_dump(exclude={"evaluation"}) for s in rec.attribution],
         "evaluations": sorted((e.dropped, e.score, e.output, e.purpose) for e in rec.evaluations),
-        "spend": rec.spend.model_dump(),  # the same calls and tokens: no evaluation counted twice
+        # the same tokens: no evaluation counted twice (calls count billed attempts: see below)
+        "spend": rec.spend.model_dump(exclude={"calls"}),
     }
 
 
@@ -118,6 +120,10 @@ def test_every_request_failing_once_is_survived(kind, fault_server, runs_dir):
     assert outcome(run) == outcome(clean), run.record.reason
     stats = fault_server.stats
     assert stats.faults[kind] >= 2  # the fault really was met
+    # A broken answer was billed, so every attempt is a call of its own, within the budget;
+    # what HTTP said failed the SDK retried inside one call.
+    calls = len(stats.requests) if kind in BROKEN else clean.record.spend.calls
+    assert run.record.spend.calls == calls
     assert set(stats.authorizations) == {f"Bearer {KEY}"}
 
 

@@ -161,3 +161,38 @@ def test_template_tokens_billed_per_message_are_bounded_too(runs_dir):
         assert min(b.prompt_tokens for b in chat) >= 60  # two messages, 30 tokens each
         assert billed(server) <= projected * 1.5
         assert run.record.spend.usd == pytest.approx(billed(server), rel=1e-9)
+
+
+def test_broken_answers_asked_again_stay_within_the_budget(runs_dir, monkeypatch):
+    """A broken 200 (truncated JSON, an HTML page, no choices) was billed: asking again books
+    another call. 40 runs with up to 60 template tokens a call and 60% of a body's first four
+    attempts broken, budgets around what they cost: none is billed past its budget."""
+    import prompt_attr_widget.engine.evaluate as evaluate
+    import prompt_attr_widget.engine.run as engine_run
+
+    monkeypatch.setattr(evaluate, "BROKEN_BACKOFF_S", 0.001)
+    rng = random.Random(5)
+    over, stopped, worst = [], 0, 0.0
+    with serve() as server:
+        for i in range(40):
+            prompt = " ".join(
+                " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 5))) + "." for _ in range(rng.randint(2, 10))
+            )
+            server.bill(extra_tokens=rng.randint(0, 60))
+            server.configure(rate=0.6, kinds=["truncated_json", "malformed_json", "empty_choices"], seed=i,
+                             transient_for=4)
+            budget = 0.004 * rng.uniform(0.1, 1)
+            server.reset()
+            with monkeypatch.context() as patched:
+                patched.setattr(engine_run, "check_projection", lambda *args: None)  # the guard, not the estimate
+                run = attribute(server, prompt, runs_dir, budget=budget, concurrency=rng.randint(1, 20), max_tokens=8)
+            spent = billed(server)
+            worst = max(worst, spent / budget)
+            if spent > budget + 1e-12:
+                over.append((round(budget, 8), round(spent, 8)))
+            stopped += run.record.stopped_by == "budget"
+            assert spent <= run.record.spend.usd + 1e-12  # every broken attempt is in the run's account
+    print(f"budget, broken answers asked again: 40 runs, {stopped} stopped by the budget, {len(over)} over, "
+          f"the most billed {worst:.1%} of a budget")
+    assert over == []
+    assert stopped >= 10
