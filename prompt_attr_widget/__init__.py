@@ -11,6 +11,7 @@ from .core.errors import (
     MissingDependency,
     PromptAttrError,
     RunNotFound,
+    Terminated,
     UsageError,
 )
 from .core.version import __version__
@@ -62,6 +63,7 @@ __all__ = [
     "RunNotFound",
     "Span",
     "SpanResult",
+    "Terminated",
     "UsageError",
     "__version__",
     "attribute",

@@ -104,6 +104,8 @@ def test_attribute_saves_replays_and_caches(runs_dir, monkeypatch):
     assert on_disk == live.record
     events = (runs_dir / live.run_id / "events.jsonl").read_text("utf-8").splitlines()
     kinds = [json.loads(line)["type"] for line in events]
+    assert kinds.count("call_reserved") == kinds.count("call_settled") == live.record.spend.calls  # free, still booked
+    kinds = [k for k in kinds if not k.startswith("call_")]
     assert kinds[:2] == ["run_started", "baseline"] and kinds[-1] == "run_finished"
     assert kinds.count("evaluated") == len(live.record.evaluations)
 

@@ -1,12 +1,18 @@
-"""The example notebooks run headless and still produce their stored outputs.
+"""The example notebooks run headless, without an error, and still produce their stored outputs.
 
 nbval re-executes every notebook in notebooks/ in a fresh kernel (working
-directory notebooks/) and compares each cell's output with the one stored
-in the notebook, after masking run ids, times, durations and ports with
-notebooks/nbval_sanitize.cfg. Cells whose output cannot be compared carry
-the `nbval-ignore-output` tag (a `%%attribute` widget is redrawn in place
-when its run ends, which nbval does not see) and are followed by cells that
-check the same facts in plain text.
+directory notebooks/); every cell must run without an error. It compares
+with the stored output, after masking run ids, times, durations and ports
+with notebooks/nbval_sanitize.cfg, each cell tagged `nbval-check-output`:
+those whose output does not depend on the local model's floating point.
+llama.cpp is compiled for the CPU it is built on, so its scores differ in
+their last digits between machines (0.710 on one, 0.712 on another), and an
+early stop may then come one evaluation sooner: a cell showing such figures
+is executed, not compared, or the test would pass only on the machine that
+recorded it. (tests/backends/test_local_model.py checks model figures with
+a stated tolerance.) A `%%attribute` widget is redrawn in place when its
+run ends, which nbval does not see: those cells are tagged
+`nbval-ignore-output`.
 
 The check runs in a subprocess, as CI would run it by hand: a cold call
 cache and an empty runs folder (both temporary, so nothing is written to
@@ -47,6 +53,8 @@ def test_notebooks_are_present_and_executed():
             f"{name}: code cells {unrun} have no stored outputs; run notebooks/execute_notebooks.py"
         )
         assert "widgets" in nb.metadata, f"{name}: no stored widget state (store_widget_state=True)"
+        checked = [c for c in code if "nbval-check-output" in c.metadata.get("tags", [])]
+        assert len(checked) >= len(code) // 3, f"{name}: too few cells have their outputs compared"
         for cell in code:
             for out in cell.outputs:
                 assert out.output_type != "error", (
@@ -78,7 +86,7 @@ def test_notebooks_nbval(tmp_path):
     env["PROMPT_ATTR_RUNS_DIR"] = str(tmp_path / "runs")
     cmd = [
         sys.executable, "-m", "pytest",
-        "--nbval", "notebooks/",
+        "--nbval-lax", "notebooks/",  # compares only cells tagged nbval-check-output (see above)
         "--nbval-sanitize-with", str(SANITIZE.relative_to(ROOT)),
         "-p", "no:cacheprovider",
         "-p", "no:randomly",
