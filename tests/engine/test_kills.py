@@ -301,3 +301,18 @@ def test_at_every_write_the_disk_counts_at_least_what_the_server_billed(runs_dir
         assert run.status == "finished"
         assert short == []
         assert len(checked) > 50 and checked[-1] >= billed(server) - 1e-12
+
+
+def test_a_run_killed_mid_call_shows_what_it_counts_for_the_calls_in_flight(tmp_path):
+    folders = Folders(tmp_path / "mid-call")
+    folders.root.mkdir()
+    with serve(rate=1.0, kinds=["slow"], slow_s=1.0) as server:
+        proc = cli(folders, "run", str(folders.prompt), *run_args(server, 1.0, 4))
+        assert wait_for_events(proc, folders.runs, 2)  # run_started, then the baseline's reservation
+        proc.send_signal(signal.SIGKILL)
+        finish(proc, "run after SIGKILL")
+    record = read_run("latest", folders.runs)
+    assert record.status == "aborted" and record.spend.reserved_usd > 0
+    code, out, err = finish(cli(folders, "show", "latest", "--no-color"), "show")
+    assert code == 0, err
+    assert "of it for calls in flight when the run stopped" in out, out
