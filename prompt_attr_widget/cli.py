@@ -263,9 +263,9 @@ def projected(record) -> str:
 class ProgressLine:
     """Live one-line progress on a terminal (at most ten redraws a second)."""
 
-    def __init__(self, stream=sys.stderr):
-        self.stream = stream
-        self.live = stream.isatty()
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stderr  # looked up now: the process's stderr may have been replaced
+        self.live = self.stream.isatty()
         self.last = 0.0
         self.run_id: str | None = None
 

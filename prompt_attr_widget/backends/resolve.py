@@ -12,6 +12,7 @@ import re
 
 from ..core.config import AttributionConfig
 from ..core.errors import UsageError
+from ..core.identity import public_url
 from .base import Backend
 from .prices import lookup_price
 
@@ -23,6 +24,12 @@ def resolve_backend(config: AttributionConfig, api_key: str | None = None) -> Ba
     spec = config.model
     kind, _, rest = spec.partition(":")
     if kind == "local":
+        if config.base_url:  # asked for a server, and would silently get the embedded model
+            raise UsageError(
+                f"--base-url {public_url(config.base_url)} names a server, but the model is {spec!r} (the embedded one, "
+                "the default): give --model with the server's model name (base_url= and model= in Python), "
+                "for example --model smollm2 --base-url http://127.0.0.1:8000/v1"
+            )
         from .local import LocalBackend
 
         return LocalBackend(rest or None)

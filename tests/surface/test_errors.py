@@ -56,6 +56,25 @@ def test_unknown_model_name(runs_dir):
     assert no_runs(runs_dir)
 
 
+@pytest.mark.parametrize("model", [None, "local"])
+def test_a_base_url_without_a_server_model_is_refused(model, runs_dir, capsys):
+    """--base-url alone used to be ignored: the embedded model ran instead of the server."""
+    from prompt_attr_widget.cli import main
+
+    options = {} if model is None else {"model": model}
+    with pytest.raises(UsageError) as info:
+        prompt_attr.attribute(PROMPT, base_url="http://user:pw@127.0.0.1:9/v1", runs_dir=runs_dir, **options)
+    message = str(info.value)
+    assert "--model" in message and "127.0.0.1:9" in message and "pw" not in message
+    assert no_runs(runs_dir)
+    prompt_file = runs_dir.parent / "prompt.txt"
+    prompt_file.write_text(PROMPT, "utf-8")
+    args = ["run", str(prompt_file), "--base-url", "http://127.0.0.1:9/v1", "--runs-dir", str(runs_dir)]
+    assert main(args + ([] if model is None else ["--model", model])) == 2
+    err = capsys.readouterr().err
+    assert "names a server" in err and "--model" in err and "Traceback" not in err
+
+
 @pytest.mark.parametrize("model", ["", "   "])
 def test_blank_model_name(model, runs_dir):
     with pytest.raises(UsageError, match="local"):
