@@ -345,6 +345,9 @@ def _attribute_and_print(args, prompt: str | None, **options) -> int:
     return {"finished": 0}.get(result.status, 1)
 
 
+MODEL_COLUMN_MAX = 48  # a model name longer than this is cut in `ls`
+
+
 def _cmd_ls(args) -> int:
     where = {k: getattr(args, k) for k in ("prompt", "label", "tag", "model", "status")}
     runs = list_runs(resolve_runs_dir(args.runs_dir), **where)
@@ -356,12 +359,14 @@ def _cmd_ls(args) -> int:
     if not runs:
         print("no runs yet")
         return 0
-    print(f"{'run id':<30} {'status':<9} {'prompt':<8} {'label/tags':<18} {'model':<20} {'spans':>5} {'evals':>5} {'spend':>9}  top span")
-    for r in runs:
+    models = [safe_terminal_text(r.model)[:MODEL_COLUMN_MAX] for r in runs]
+    width = max(5, *map(len, models))  # whole names ("SmolLM2-135M-Instruct"), within reason
+    print(f"{'run id':<30} {'status':<9} {'prompt':<8} {'label/tags':<18} {'model':<{width}} {'spans':>5} {'evals':>5} {'spend':>9}  top span")
+    for r, model in zip(runs, models, strict=True):
         spend = "?" if r.spend_usd is None else usd(r.spend_usd)
         marks = safe_terminal_text(" ".join(filter(None, [r.label, *r.tags])))[:18]
         print(f"{safe_terminal_text(r.run_id):<30} {r.status:<9} {r.prompt_sha256[:8]:<8} {marks:<18} "
-              f"{safe_terminal_text(r.model)[:20]:<20} {r.spans:>5} {r.evaluations:>5} {spend:>9}  {safe_terminal_text(r.top_span)}")
+              f"{model:<{width}} {r.spans:>5} {r.evaluations:>5} {spend:>9}  {safe_terminal_text(r.top_span)}")
     empty = [r.run_id for r in runs if r.status == "empty"]
     if empty:
         print(f"\n{len(empty)} empty: a run folder with no event in it (the run never started: the disk was full or "

@@ -41,6 +41,19 @@ def test_run_ls_show_roundtrip(prompt_file, capsys):
     assert code == 0 and "The capital of France is Paris." in shown
 
 
+def test_ls_shows_whole_model_names_in_aligned_columns(runs_dir, capsys):
+    for model in ("SmolLM2-135M-Instruct", "fake"):
+        backend = fake_module.FakeBackend()
+        backend.info.model = model
+        prompt_attr.attribute(PROMPT, backend=backend, runs_dir=runs_dir, faithfulness="off")
+    code, out, _ = run_cli("ls", "--runs-dir", runs_dir, capsys=capsys)
+    assert code == 0 and "SmolLM2-135M-Instruct " in out  # was cut to "SmolLM2-135M-Instruc"
+    header, *rows = out.splitlines()
+    assert all(row.index(" finished ") == header.index("status") - 1 for row in rows)
+    end = header.index("spend") + len("spend")
+    assert all(row.index("  ", row.rindex("$")) == end for row in rows)  # the spend column lines up
+
+
 def test_run_json_is_the_run_record(prompt_file, capsys):
     code, out, _ = run_cli("run", prompt_file, "--model", "fake", "--json", capsys=capsys)
     assert code == 0
