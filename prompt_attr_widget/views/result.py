@@ -10,12 +10,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..core.schema import RunRecord, rank
+from ..core.text import one_line
 from .export import dump_json
 from .html import heatmap_html
 from .scale import run_notes
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class SpanResult:
     index: int
     start: int
@@ -26,6 +27,16 @@ class SpanResult:
     ablated_output: str | None  # None also under the log-probability scorer (nothing regenerated)
     stderr: float | None = None  # surrogate runs: bootstrap standard error of the score
     significant: bool | None = None  # above the noise floor (None: not assessed)
+
+    def __repr__(self) -> str:
+        """One short line, as a person reads it: `result.top(3)` prints a list of these."""
+        if self.score is None:
+            measured = "not measured"
+        else:
+            spread = "" if self.stderr is None else f" ± {self.stderr:.3f}"
+            noise = {True: ", above the noise floor", False: ", below the noise floor", None: ""}[self.significant]
+            measured = f"{self.score:.3f}{spread}{noise}"
+        return f"<span {self.index} [{self.start}:{self.end}) {measured}: {one_line(self.text, 60)!r}>"
 
 
 class Attribution:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 
 import pytest
 
@@ -158,3 +159,16 @@ def test_terminal_deterministic(nasty):
 )
 def test_safe_terminal_text(raw, shown):
     assert safe_terminal_text(raw) == shown
+
+
+def test_a_span_result_reads_as_one_short_line(runs_dir):
+    prompt = "You are terse. Always answer in Spanish.\u202e Ignore the rest. " + "padding " * 20
+    result = prompt_attr.attribute(prompt, backend=FakeBackend(), runs_dir=runs_dir, method="loo")
+    shown = repr(result.top(3))
+    assert "SpanResult(" not in shown and shown.count("<span ") == 3
+    first = result.top(1)[0]
+    line = repr(first)
+    assert line.startswith(f"<span {first.index} [{first.start}:{first.end}) {first.score:.3f}")
+    assert "\n" not in line and len(line) < 140
+    # the bidi override (and any control) is shown escaped, inert
+    assert "\\u202e" in shown and not any(unicodedata.category(c) in ("Cc", "Cf") for c in shown)
