@@ -108,10 +108,13 @@ def run_notes(record: RunRecord) -> list[str]:
     c = record.settings
     method = c.method
     fit = record.surrogate
-    if method == "surrogate" and fit:
+    estimator = c.estimator(len(record.spans))
+    if estimator == "surrogate" and fit:
         r2 = "n/a" if fit.r2 is None else f"{fit.r2:.2f}"
         notes = [f"estimator: surrogate (LASSO on {fit.masks} random masks, R² {r2}, ± = bootstrap s.e.)"]
-    elif c.estimator(len(record.spans)) == "loo":
+    elif estimator == "surrogate":
+        notes = ["estimator: surrogate (stopped before it was fitted: no scores)"]
+    elif estimator == "loo":
         few = "" if method == "loo" else " (too few spans for hierarchical passes)"
         notes = [f"estimator: leave-one-out{few}"]
     else:

@@ -55,3 +55,12 @@ def test_top_table_ranks_by_score_and_says_noise():
     rows = top_table(_record()).splitlines()[1:3]
     assert rows[0].split()[1] == "0" and rows[0].split()[3] == "yes"
     assert rows[1].split()[1] == "1" and rows[1].split()[3] == "noise"
+
+
+def test_a_surrogate_run_stopped_before_its_fit_is_not_called_hierarchical():
+    from prompt_attr_widget.views.scale import run_notes
+
+    record = make_record(status="aborted", scores=[None, None, None])
+    record.config["method"] = "surrogate"
+    assert record.surrogate is None
+    assert run_notes(record)[0] == "estimator: surrogate (stopped before it was fitted: no scores)"
