@@ -293,11 +293,13 @@ def print_result(result: Attribution, *, as_json: bool, color: bool, top: int) -
         print(result.to_json())
         return
     r = result.record
-    print(heatmap_terminal(r, color=color))
-    print()
+    if r.evaluations:  # a run that measured nothing (a --target not in the answer) has no heat-map to show
+        print(heatmap_terminal(r, color=color))
+        print()
     print(f"baseline output: {safe_terminal_text(result.baseline or '(none)')}")
-    print()
-    print(top_table(r, top))
+    if r.evaluations:
+        print()
+        print(top_table(r, top))
     spend = "unknown (no price for this model)" if r.spend.usd is None else usd(r.spend.counted_usd)
     if r.spend.reserved_usd > 0:
         spend += f" (up to {usd(r.spend.reserved_usd)} of it for calls in flight when the run stopped)"

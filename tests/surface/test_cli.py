@@ -328,3 +328,10 @@ def test_the_prompt_cap_is_read_from_the_environment(tmp_path, monkeypatch, caps
         code, _, err = run_cli("run", prompt, "--model", "fake", capsys=capsys)
         assert code == 2
         assert_one_line_message(err, "PROMPT_ATTR_MAX_PROMPT_BYTES", "a whole number of bytes")
+
+
+def test_a_failed_target_shows_the_reason_and_the_baseline_only(prompt_file, capsys):
+    code, out, err = run_cli("run", prompt_file, "--model", "fake", "--no-color", "--target", "Zanzibar", capsys=capsys)
+    assert code == 1, err
+    assert "Zanzibar" in out and "baseline output:" in out  # the reason, and what the answer was
+    assert "rank  span" not in out and "[0.00]" not in out  # no empty table, no all-zero heat-map
