@@ -135,6 +135,11 @@ def run_notes(record: RunRecord) -> list[str]:
         line = f"check: deleting the top {f.k} together scores {f.top_k_score:.3f}; {f.k} random spans {rand}"
         if f.lds is not None:
             line += f"; LDS {f.lds:.2f} on {f.heldout} held-out masks"
+        if f.random_scores and sum(f.random_scores) / len(f.random_scores) >= f.top_k_score:
+            line += (
+                f". The check FAILED: deleting {f.k} random spans moved the answer as much as deleting the top "
+                f"{f.k}, so do not trust the ranking (its scores may be noise, or spans matter only together)"
+            )
         notes.append(line)
     if record.redacted:
         notes.append(redaction_note(record))

@@ -64,3 +64,16 @@ def test_a_surrogate_run_stopped_before_its_fit_is_not_called_hierarchical():
     record.config["method"] = "surrogate"
     assert record.surrogate is None
     assert run_notes(record)[0] == "estimator: surrogate (stopped before it was fitted: no scores)"
+
+
+def test_a_failed_faithfulness_check_says_so_plainly():
+    from prompt_attr_widget.core.schema import Faithfulness
+    from prompt_attr_widget.views.scale import run_notes
+
+    record = make_record()
+    record.faithfulness = Faithfulness(k=3, top_k=[0, 1, 2], top_k_score=0.062, random_scores=[0.07, 0.088])
+    line = run_notes(record)[-1]
+    assert "top 3 together scores 0.062; 3 random spans 0.079" in line
+    assert "FAILED" in line and "do not trust the ranking" in line
+    record.faithfulness = Faithfulness(k=3, top_k=[0, 1, 2], top_k_score=0.5, random_scores=[0.07, 0.088])
+    assert "FAILED" not in run_notes(record)[-1]
