@@ -1,4 +1,4 @@
-"""IPython magics: `%%attribute`, `%attribute_runs`, `%attribute_show`.
+"""IPython magics: `%%attribute` (and `%attribute SOURCE`), `%attribute_runs`, `%attribute_show`.
 
 `%load_ext prompt_attr` registers them. Options are parsed by IPython's
 magic_arguments with the same option set as the CLI; every error a user can
@@ -13,13 +13,13 @@ import string
 
 from IPython.core import magic_arguments
 from IPython.core.error import UsageError as IPythonUsageError
-from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 from IPython.display import display
 from IPython.utils.process import arg_split
 
 from .api import attribute, attribute_async, list_runs, load_run
 from .backends import resolve_backend
-from .cli import add_run_options, run_options
+from .cli import add_run_options, read_prompt, run_options
 from .core.config import AttributionConfig
 from .core.errors import PromptAttrError
 from .core.text import safe_html_text, safe_terminal_text, usd
@@ -42,19 +42,24 @@ What is the capital of France?
 
 %%attribute --format --out r           (fills {name} placeholders from the notebook)
 Summarise {document} for {audience}.
+
+%attribute --model local prompt.md     (the line magic: a prompt file ...)
+%attribute --out r my_prompt           (... or a variable holding the prompt)
 """
 
 
 def _attribute_parser() -> magic_arguments.MagicArgumentParser:
     p = magic_arguments.MagicArgumentParser(
         prog="%attribute",  # the help's usage line adds one more "%"
-        description="Attribute the model's answer to the spans of the cell's prompt; shows a live heat-map.",
+        description="Attribute the model's answer to the spans of a prompt (the cell's with %%attribute, a file's "
+        "or a variable's with %attribute SOURCE); shows a live heat-map.",
         add_help=False,
     )
     add_run_options(p)
     p.add_argument("--out", metavar="NAME", help="bind the Attribution (or, with --background, the widget) to NAME")
     p.add_argument("--background", action="store_true", help="return at once; Stop works; `await NAME` gives the result")
     p.add_argument("--format", action="store_true", help="fill {name} placeholders from the notebook's variables")
+    p.add_argument("source", nargs="?", help="%%attribute only: a prompt file, or a variable holding the prompt")
     return p
 
 
@@ -76,8 +81,8 @@ def _fill_placeholders(cell: str, namespace: dict) -> str:
 
 @magics_class
 class AttributeMagics(Magics):
-    @cell_magic
-    def attribute(self, line: str, cell: str):
+    @line_cell_magic
+    def attribute(self, line: str, cell: str | None = None):
         try:
             # POSIX quoting, like IPython's own magics: --system "Be brief" loses its quotes
             args = ATTRIBUTE_PARSER.parse_args(arg_split(line, posix=os.name == "posix"))
@@ -89,9 +94,12 @@ class AttributeMagics(Magics):
             _fail(f"invalid options: {line.strip()!r}; see %%attribute?")
         if args.out is not None and (not args.out.isidentifier() or keyword.iskeyword(args.out)):
             _fail(f"--out {args.out!r} is not a valid Python variable name")
-        prompt = _fill_placeholders(cell, self.shell.user_ns) if args.format else cell
+        prompt = self._prompt(args.source) if cell is None else self._cell_prompt(args.source, cell)
+        if args.format:
+            prompt = _fill_placeholders(prompt, self.shell.user_ns)
         if not prompt.strip():
-            _fail("the cell is empty: write the prompt to attribute below the %%attribute line")
+            _fail("the cell is empty: write the prompt to attribute below the %%attribute line" if cell is not None
+                  else f"the prompt in {args.source} is empty")
         try:
             options = run_options(args)
             # runs_dir and tags are attribute()'s own arguments, not options of the config
@@ -105,6 +113,30 @@ class AttributeMagics(Magics):
         if args.background:
             return self._background(prompt, backend, options, args.out)
         return self._blocking(prompt, backend, options, args.out)
+
+    def _prompt(self, source: str | None) -> str:
+        """The line magic's prompt: a variable of the notebook holding text, or a prompt file."""
+        if source is None:
+            _fail("usage: %attribute [options] FILE_OR_VARIABLE (a prompt file, or a variable holding the prompt); "
+                  "%%attribute takes the prompt from the cell; %attribute? lists the options")
+        value = self.shell.user_ns.get(source) if source.isidentifier() else None
+        if isinstance(value, str):
+            return value
+        if value is not None:
+            _fail(f"{source} is of type {type(value).__name__}, not text: the prompt must be a str")
+        if not os.path.isfile(os.path.expanduser(source)):
+            _fail(f"{source!r} is neither a variable of this notebook nor a file")
+        try:
+            return read_prompt(os.path.expanduser(source))
+        except PromptAttrError as exc:
+            _fail(str(exc))
+
+    @staticmethod
+    def _cell_prompt(source: str | None, cell: str) -> str:
+        if source is not None:
+            _fail(f"unexpected {source!r} after the options: with %%attribute the prompt is the cell "
+                  "(%attribute SOURCE takes it from a file or a variable)")
+        return cell
 
     def _blocking(self, prompt, backend, options, out):
         widget = AttributionWidget()

@@ -309,3 +309,23 @@ def test_notebook_background_job(tmp_path):
     assert status == "finished"
     [summary] = prompt_attr.list_runs(runs)
     assert line == f"AttributionWidget finished {summary.run_id}"
+
+
+def test_the_line_magic_takes_a_variable_or_a_file_and_shows_its_help(shell, capsys, runs_dir, tmp_path):
+    assert "attribute" in shell.magics_manager.magics["line"]
+    shell.user_ns.update(my_prompt=PROMPT, not_text=42)
+    shell.user_ns.pop("r", None)
+    run_ok(shell, "%attribute --model fake --out r my_prompt")
+    assert shell.user_ns["r"].record.prompt == PROMPT and shell.user_ns["r"].status == "finished"
+    path = tmp_path / "prompt.md"
+    path.write_text(PROMPT, "utf-8")
+    run_ok(shell, f"%attribute --model fake --method loo --out r {path}")
+    assert shell.user_ns["r"].record.prompt == PROMPT and shell.user_ns["r"].record.config["method"] == "loo"
+    assert "usage: %attribute [options] FILE_OR_VARIABLE" in usage_error(shell, capsys, "%attribute --model fake")
+    assert "is of type int, not text" in usage_error(shell, capsys, "%attribute --model fake not_text")
+    assert "neither a variable of this notebook nor a file" in usage_error(shell, capsys, "%attribute --model fake nope.md")
+    assert "with %%attribute the prompt is the cell" in usage_error(shell, capsys, "%%attribute --model fake x\nHello There")
+    capsys.readouterr()
+    shell.run_cell("%attribute?")  # what the README says lists every option
+    out = capsys.readouterr().out
+    assert "--background" in out and "Examples" in out and "%attribute --model local prompt.md" in out
