@@ -6,8 +6,10 @@ with a minimal JS model (get, set, on, off, save_changes) seeded from the
 Python widget's synced state. Registered in conftest.py, so every browser
 test module gets the same `browser`, `site` and `page` fixtures.
 
-Skipped when Chromium (/usr/bin/chromium) or the playwright package is
-missing, except in CI (CI=true), where that fails instead.
+Debian's chromium (/usr/bin/chromium) is installed on first use when it is
+missing (`install_chromium`). Skipped when it still cannot be had or the
+playwright package is missing, except in CI (CI=true), where that fails
+instead.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import http.server
 import importlib.util
 import json
 import os
+import subprocess
 import threading
 from pathlib import Path
 
@@ -129,9 +132,34 @@ SPANS_JS = """() => [...document.querySelectorAll('#root .pa-span')].map((n) => 
 }))"""
 
 
+@functools.cache
+def install_chromium() -> str | None:
+    """Install Debian's chromium when it is missing, once a session, so the README's test command
+    runs the browser tests on a fresh machine; None when it is there, else why it is not.
+
+    As root, or through `sudo -n` (never a password prompt). PROMPT_ATTR_NO_INSTALL=1 turns it off.
+    """
+    if Path(CHROMIUM).exists():
+        return None
+    if os.environ.get("PROMPT_ATTR_NO_INSTALL"):
+        return f"{CHROMIUM} is missing (apt-get install chromium; PROMPT_ATTR_NO_INSTALL is set)"
+    sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for step in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "chromium"]):
+        try:
+            done = subprocess.run(sudo + step, env=env, capture_output=True, text=True, timeout=900)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"{CHROMIUM} is missing and installing it failed ({' '.join(step)}: {exc})"
+        if done.returncode != 0:
+            tail = " ".join((done.stderr or done.stdout).split()[-30:])
+            return f"{CHROMIUM} is missing and installing it failed ({' '.join(step)}: {tail})"
+    return None if Path(CHROMIUM).exists() else f"{CHROMIUM} is still missing after apt-get install chromium"
+
+
 def _browser_problem() -> str | None:
-    if not Path(CHROMIUM).exists():
-        return f"{CHROMIUM} is missing (apt-get install chromium)"
+    problem = install_chromium()
+    if problem:
+        return problem
     if importlib.util.find_spec("playwright") is None:
         return "the Python package playwright is missing (pip install playwright)"
     return None
