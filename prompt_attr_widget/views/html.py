@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from ..core.schema import RunRecord
 from ..core.text import one_line, safe_html_text
-from .scale import heat, heat_css, plus_minus, run_notes, scale_max, signal
+from .scale import heat, heat_css, legend_note, plus_minus, run_notes, scale_max, signal, unrefined
 
 
 def heatmap_html(record: RunRecord, top_k: int = 5) -> str:
@@ -31,6 +31,8 @@ def heatmap_html(record: RunRecord, top_k: int = 5) -> str:
                 style, note = "color:inherit", note + " (below the noise floor)"
             else:
                 style = f"background:{heat_css(intensity)};border-radius:3px"
+            if not s.resolved:
+                style += ";text-decoration:underline dotted"
             cls = "pa-span" if intensity is not None else "pa-span pa-noise"
             parts.append(
                 f'<span class="{cls}" data-index="{span.index}" style="{style}" '
@@ -45,14 +47,18 @@ def heatmap_html(record: RunRecord, top_k: int = 5) -> str:
         for r in ranked
     )
     notes = "".join(f"<li>{safe_html_text(n)}</li>" for n in run_notes(record))
+    key = legend_note(record.noise.floor if record.noise else None, unrefined(record))
+    key = f"; {key}" if key else ""
+    if any(not r.resolved for r in ranked):
+        rows += '<tr><td colspan="4">* a share of a group the hierarchical pass did not refine</td></tr>'
     baseline = safe_html_text(record.baseline.output) if record.baseline else "(no baseline)"
     status = safe_html_text(record.status + (f": {record.reason}" if record.reason else ""))
     return (
         '<div class="prompt-attr-static" style="font-family:system-ui,sans-serif;font-size:13px">'
         f'<div><b>prompt_attr</b> run {safe_html_text(record.run_id)} · {safe_html_text(record.backend.model)}'
         f" · {status} · {len(record.evaluations)} evaluations</div>"
-        f'<div style="margin:4px 0;color:#666">colour scale: 0 (pale) to {top:.3f} (dark red); '
-        "uncoloured: below the noise floor</div>"
+        f'<div style="margin:4px 0;color:#666">colour scale: 0 (pale) to {top:.3f} (dark red)'
+        f"{safe_html_text(key)}</div>"
         f'<ul class="pa-notes" style="margin:2px 0;color:#555">{notes}</ul>'
         '<pre style="white-space:pre-wrap;word-break:break-word;font-family:ui-monospace,monospace;'
         f'line-height:1.6;padding:8px;border:1px solid #ccc">{"".join(parts)}</pre>'

@@ -83,15 +83,37 @@ def top_indices(rows, k: int = 5) -> list[int]:
     return [r.index for r in rank(r for r in rows if r.score is not None)[:k]]
 
 
-def legend(top: float, unit: str | None, floor: float | None) -> dict:
-    """The heat legend's texts and its two end colours, for the widgets."""
+def legend(top: float, unit: str | None, floor: float | None, unrefined: bool = False) -> dict:
+    """The heat legend's texts and its two end colours, for the widgets (see `legend_note`)."""
+    note = legend_note(floor, unrefined)
     return {
         "top": top,
         "low": "score 0",
         "high": f"{top:.3f}{f' {unit}' if unit else ''}",
-        "note": "" if floor is None else f" · uncoloured: below noise floor {floor:.3f}",
+        "note": f" · {note}" if note else "",
         "colours": [heat_css(0.0), heat_css(1.0)],
     }
+
+
+def legend_note(floor: float | None, unrefined: bool, marker: str = "dotted underline") -> str:
+    """What the colours leave out and what `marker` means, in every view's own marks.
+
+    Only a span measured on its own is judged against the noise floor: the
+    share of a group a hierarchical pass did not refine is coloured by its
+    share, however small, and marked (`marker`: a dotted underline in the
+    widget and the static HTML, `*` in tables), so "uncoloured" is never
+    read as "every pale span is above the floor".
+    """
+    parts = [] if floor is None else [f"uncoloured: below the noise floor {floor:.3f} (spans measured alone)"]
+    if unrefined:
+        parts.append(f"{marker}: a share of a group the hierarchical pass did not refine "
+                     "(not measured alone, so never judged noise)")
+    return " · ".join(parts)
+
+
+def unrefined(record: RunRecord) -> bool:
+    """Whether some span's score is the share of a group that was not refined."""
+    return any(not s.resolved for s in record.attribution)
 
 
 def plus_minus(s: SpanScore) -> str:

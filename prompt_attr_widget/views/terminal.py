@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ..core.schema import RunRecord
 from ..core.text import one_line, safe_terminal_text
-from .scale import heat, run_notes, scale_max, signal
+from .scale import heat, legend_note, run_notes, scale_max, signal, unrefined
 
 # xterm-256 backgrounds, pale to strong red; a level of 0 (or a little more) is the palest
 # shade, not none, so the terminal colours exactly the spans every other view colours
@@ -44,7 +44,9 @@ def top_table(record: RunRecord, k: int = 5) -> str:
         err = "" if s.stderr is None else f"{s.stderr:.3f}"
         text = safe_terminal_text(one_line(record.spans[s.index].text, 60))
         lines.append(f"{rank:>4}  {s.index:>4}  {s.score:>6.3f}{mark:1}  {err:>6}  {signal(s):<5}  {text}")
-    if any(not s.resolved for s in ranked):
-        lines.append("  * share of a group the hierarchical pass did not refine")
+    floor = record.noise.floor if record.noise else None
+    key = legend_note(floor, unrefined(record), marker="*")
+    if key:  # what the heat-map leaves uncoloured (marked ~ without colour) and what * means
+        lines.append(f"  {key.replace('uncoloured:', 'uncoloured (~ without colour):', 1)}")
     lines += [f"  {safe_terminal_text(note)}" for note in run_notes(record)]
     return "\n".join(lines)

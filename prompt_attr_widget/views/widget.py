@@ -239,7 +239,7 @@ class AttributionWidget(anywidget.AnyWidget):
         if restyle:  # every colour changed: send them all (rare, see rising_top)
             painted = [self._paint(row) for row in self._shown]
             delta["heat"], delta["muted"] = [p[0] for p in painted], [p[1] for p in painted]
-            self.scale = legend(self._top, self.record.score_unit, self._floor)
+            self.scale = legend(self._top, self.record.score_unit, self._floor, _refines(self.record))
         for entry in entries:
             entry.extend(self._paint(self._shown[entry[0]]))
         ranking = top_indices(self._shown, TOP_K) if entries else self._ranking
@@ -277,7 +277,7 @@ class AttributionWidget(anywidget.AnyWidget):
         self.heat = [p[0] for p in painted]
         self.muted = [p[1] for p in painted]
         self._ranking = self.ranking = top_indices(rows, TOP_K)
-        self.scale = legend(self._top, r.score_unit, self._floor)
+        self.scale = legend(self._top, r.score_unit, self._floor, _refines(r))
         if with_outputs:
             self.outputs = {str(e.id): self._diff(e) for e in r.evaluations}
         self.delta = {}
@@ -357,6 +357,11 @@ def _span_pieces(record: RunRecord) -> tuple[list[dict], str]:
         pieces.append({"text": span.text, "pre": record.prompt[cursor : span.start]})
         cursor = span.end
     return pieces, record.prompt[cursor:]
+
+
+def _refines(record: RunRecord) -> bool:
+    """Whether the run's passes may leave group shares unrefined (the legend then explains them)."""
+    return record.settings.estimator(len(record.spans)) == "hierarchical"
 
 
 def _final_progress(record: RunRecord, last: dict | None = None) -> dict:

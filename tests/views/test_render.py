@@ -14,6 +14,7 @@ from prompt_attr_widget.backends.fake import FakeBackend
 from prompt_attr_widget.core.text import safe_terminal_text
 from prompt_attr_widget.views.html import heatmap_html
 from prompt_attr_widget.views.terminal import heatmap_terminal, top_table
+from prompt_attr_widget.views.widget import AttributionWidget
 
 HOSTILE = (
     "Hello <script>alert(1)</script> World.\n\n"
@@ -101,9 +102,19 @@ def test_unrefined_groups_are_flagged(runs_dir):
     filler[5] = "The Green Door Opened."
     a = prompt_attr.attribute(" ".join(filler), backend=FakeBackend(), runs_dir=runs_dir)
     assert any(not s.resolved for s in a.spans)
-    assert "(share of an unrefined group)" in heatmap_html(a.record)
+    page = heatmap_html(a.record)
+    assert "(share of an unrefined group)" in page
+    # the legend says what the colours leave out and what the marks mean (widget: see test_widget)
+    floor = f"{a.record.noise.floor:.3f}"
+    assert f"uncoloured: below the noise floor {floor} (spans measured alone)" in page
+    assert "dotted underline: a share of a group the hierarchical pass did not refine" in page
+    assert page.count("text-decoration:underline dotted") == sum(not s.resolved for s in a.record.attribution)
     table = top_table(a.record, k=40)
-    assert "* share of a group" in table
+    assert "*: a share of a group the hierarchical pass did not refine (not measured alone" in table
+    assert f"uncoloured (~ without colour): below the noise floor {floor}" in table
+    widget = AttributionWidget.from_attribution(a)
+    assert "dotted underline: a share of a group" in widget.scale["note"]
+    assert "uncoloured: below the noise floor" in widget.scale["note"]
 
 
 # --- terminal ---------------------------------------------------------------------------
