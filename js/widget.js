@@ -271,11 +271,14 @@ function render({ model, el: root }) {
     );
     if (h.reason) status.appendChild(el("div", "pa-reason", h.reason));
     const done = p.done || 0, planned = Math.max(p.planned || 0, done);
-    const pct = planned ? (100 * done) / planned : st === "running" ? 0 : 100;
+    // A run that ended having planned nothing (a --target not in the answer) shows an empty bar
+    // and says so, never a full bar at "0 / 0 evaluations".
+    const pct = planned ? (100 * done) / planned : st === "finished" ? 100 : 0;
     barFill.style.width = `${pct.toFixed(1)}%`;
     bar.setAttribute("aria-valuemax", String(planned));
     bar.setAttribute("aria-valuenow", String(done));
-    stats.textContent = `${done} / ${planned} evaluations · ${p.calls || 0} calls · ${p.cache_hits || 0} cache hits · ` +
+    const measured = planned || st === "running" ? `${done} / ${planned} evaluations` : "no evaluations";
+    stats.textContent = `${measured} · ${p.calls || 0} calls · ${p.cache_hits || 0} cache hits · ` +
       `spend ${p.spend || "–"} · ${fmtSeconds(p.elapsed_s)} elapsed` +
       (st === "running" ? ` · ETA ${fmtSeconds(p.eta_s)}` : "");
     stop.hidden = st !== "running" || !h.can_stop;

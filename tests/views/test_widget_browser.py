@@ -546,3 +546,19 @@ def test_surrogate_view_shows_uncertainty_noise_and_notes(page, tmp_path):
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.page.locator("#wrap").screenshot(path=str(SCREENSHOTS / "widget-surrogate.png"))
     assert page.errors == []
+
+
+def test_a_run_that_measured_nothing_shows_an_empty_bar_and_says_so(page, finished):
+    """A --target not in the answer ends the run before its first evaluation: the bar was full at
+    "0 / 0 evaluations"; it is empty, the stats say "no evaluations" and the reason shows."""
+    _, w = finished
+    state = view_state(w)
+    state["header"] = {**state["header"], "status": "failed", "reason": "the target 'Zanzibar' is not in the answer"}
+    state["progress"] = {**state["progress"], "done": 0, "planned": 0}
+    page.mount(state)
+    width = page.page.evaluate("getComputedStyle(document.querySelector('#root .pa-bar-fill')).width")
+    assert width == "0px"
+    stats = page.page.inner_text("#root .pa-stats")
+    assert stats.startswith("no evaluations") and "0 / 0" not in stats
+    assert "Zanzibar" in page.page.inner_text("#root .pa-reason")
+    assert page.errors == []
