@@ -278,11 +278,26 @@ function render({ model, el: root }) {
     bar.setAttribute("aria-valuemax", String(planned));
     bar.setAttribute("aria-valuenow", String(done));
     const measured = planned || st === "running" ? `${done} / ${planned} evaluations` : "no evaluations";
-    stats.textContent = `${measured} · ${p.calls || 0} calls · ${p.cache_hits || 0} cache hits · ` +
-      `spend ${p.spend || "–"} · ${fmtSeconds(p.elapsed_s)} elapsed` +
+    stats.textContent = `${p.phase && st === "running" ? `${p.phase} · ` : ""}${measured} · ` +
+      `${p.calls || 0} calls · ${p.cache_hits || 0} cache hits · ` +
+      `spend ${p.spend || "–"} · ${fmtSeconds(elapsed(p, st))} elapsed` +
       (st === "running" ? ` · ETA ${fmtSeconds(p.eta_s)}` : "");
     stop.hidden = st !== "running" || !h.can_stop;
   }
+
+  // Elapsed counts on between the kernel's updates while the run is live, from the last
+  // figure the kernel sent, or from when this view appeared (the cell started: the model
+  // loading and the baseline send none).
+  let progressAt = performance.now(), shownElapsed = 0;
+  const elapsed = (p, st) => {
+    if (st !== "running") return p.elapsed_s;
+    shownElapsed = Math.max(shownElapsed, (p.elapsed_s || 0) + (performance.now() - progressAt) / 1000);
+    return shownElapsed;  // never backwards, whichever clock the kernel's figure started from
+  };
+  const ticker = setInterval(() => {
+    if (((model.get("header") || {}).status || "running") === "running") paintStatus();
+  }, 1000);
+  const onProgress = () => { progressAt = performance.now(); paintStatus(); };
 
   buildPrompt();
   loadCheckpoint();
@@ -310,12 +325,12 @@ function render({ model, el: root }) {
     ["change:outputs", onCheckpoint],
     ["change:delta", onDelta],
     ["change:baseline", onBaseline],
-    ["change:progress", paintStatus],
+    ["change:progress", onProgress],
     ["change:header", () => { paintStatus(); paint(); }],
     ["change:scale", paint],
   ];
   for (const [name, fn] of handlers) model.on(name, fn);
-  return () => { for (const [name, fn] of handlers) model.off(name, fn); };
+  return () => { clearInterval(ticker); for (const [name, fn] of handlers) model.off(name, fn); };
 }
 
 export default { render };

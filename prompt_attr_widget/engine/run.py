@@ -77,6 +77,7 @@ class _Run:
         self.batches = Batches(config.concurrency)
         self.repeats = config.noise_repeats or default_repeats(backend.info.backend)
         self.plan: Plan | None = None  # made by `header`, once the prompt is segmented
+        self.at_most = 0  # evaluations the plan may make at most (the passes may make fewer)
         self.evaluated: dict[tuple[int, ...], Evaluation] = {}  # attribution evaluations by deleted spans
         self.checks: dict[tuple[int, ...], Evaluation] = {}  # faithfulness evaluations
         self.noise = None
@@ -114,7 +115,7 @@ class _Run:
         self.ledger.timed("segment_ms", t)
         t = time.perf_counter()
         self.plan = Plan(self.prompt, c, spans, self.repeats)
-        worst = self.plan.evaluations()
+        worst = self.at_most = self.plan.evaluations()
         self.ledger.timed("plan_ms", t)
         return worst
 
@@ -305,7 +306,10 @@ class _Run:
         return self.ledger.spend()
 
     def progress(self) -> Progress:
-        return self.ledger.progress(self.batches.done, self.batches.planned)
+        """Done of planned evaluations: planned is the plan's upper bound until the passes
+        have planned more (never less), so a progress bar never goes backwards when a
+        hierarchical pass plans the next one."""
+        return self.ledger.progress(self.batches.done, max(self.batches.planned, self.at_most))
 
     def total_timings(self) -> dict[str, float]:
         """Milliseconds per stage, summed over every session of the run."""

@@ -168,6 +168,32 @@ def run_notes(record: RunRecord) -> list[str]:
     return notes
 
 
+def phase(record: RunRecord | None, passes_done: int = 0) -> str:
+    """What a live run is doing, as a person reads it: "baseline", "pass 2 of ~3", "faithfulness checks".
+
+    `passes_done`: the estimates seen so far (each pass ends with one). The
+    number of hierarchical passes is only known at the end: "~" is the usual
+    depth of refining n spans by `group_fraction`, raised when a run goes deeper.
+    """
+    if record is None:
+        return "starting"
+    if record.status != "running":
+        return record.status
+    if record.baseline is None:
+        return "baseline"
+    if record.noise is None:
+        return "noise floor"
+    if any(e.purpose in ("faithfulness", "heldout") for e in record.evaluations):
+        return "faithfulness checks"
+    c, n = record.settings, len(record.spans)
+    estimator = c.estimator(n)
+    if estimator != "hierarchical":
+        return {"loo": "leave-one-out", "surrogate": "random masks"}[estimator]
+    current = passes_done + 1
+    expected = max(current, math.ceil(math.log(max(n, 2)) / math.log(1 / c.group_fraction)))
+    return f"pass {current} of ~{expected}"
+
+
 def redaction_note(record: RunRecord) -> str:
     """What --redact masked, by kind (never the secrets), and what that costs."""
     calls = [c for c in [record.baseline, *record.evaluations] if c is not None]

@@ -56,6 +56,7 @@ from .scale import (
     legend,
     live_significant,
     paint,
+    phase,
     rising_top,
     run_notes,
     scale_top,
@@ -118,7 +119,9 @@ class AttributionWidget(anywidget.AnyWidget):
         self._pending_scores: dict[int, list] = {}
         self._live_scores: dict[int, list] = {}  # every live score of this run, for checkpoints
         self._pending_outputs: list = []
-        self._pending_progress: dict | None = None
+        self._pending_progress: dict | None = None  # the engine's Progress not sent yet
+        self._last_progress: dict | None = None  # the engine's latest Progress (calls so far, planned, elapsed)
+        self._passes = 0  # estimates seen: each pass ends with one
         self._last_flush = 0.0
         self._seq = 0
         self._task: asyncio.Task | None = None
@@ -146,7 +149,7 @@ class AttributionWidget(anywidget.AnyWidget):
             self.spans, self.tail = _span_pieces(record)
             self.baseline = record.baseline.output if record.baseline else ""
             self._send_checkpoint(with_outputs=True)
-            self.progress = _final_progress(record)
+            self.progress = _shown_progress(record, self._last_progress, self._passes)
 
     # -- the event sink -----------------------------------------------------
 
@@ -154,7 +157,7 @@ class AttributionWidget(anywidget.AnyWidget):
         """Fold one engine event in; called from the engine's thread or loop."""
         with self._lock:
             if isinstance(event, Progress):
-                self._pending_progress = {**event.model_dump(), "spend": usd(event.spend_usd)}
+                self._pending_progress = self._last_progress = {**event.model_dump(), "spend": usd(event.spend_usd)}
             else:
                 self.record = apply_event(self.record, event)
             if isinstance(event, RunStarted):
@@ -165,6 +168,8 @@ class AttributionWidget(anywidget.AnyWidget):
                 return
             if isinstance(event, Evaluated):
                 self._note_evaluation(event)
+            if isinstance(event, Estimate):
+                self._passes += 1
             if isinstance(event, NoiseMeasured):
                 self._floor, self._restyle = event.noise.floor, True  # live scores are judged against it
             if isinstance(event, (BaselineDone, NoiseMeasured, Estimate, FaithfulnessMeasured)):
@@ -199,9 +204,9 @@ class AttributionWidget(anywidget.AnyWidget):
             self._pending_scores, self._pending_outputs = {}, []
             if final or self._header_dirty:
                 self._send_header()
-                self.progress = _final_progress(self.record, self._pending_progress)
+                self.progress = _shown_progress(self.record, self._last_progress, self._passes)
             elif self._pending_progress is not None:
-                self.progress = self._pending_progress
+                self.progress = {**self._pending_progress, "phase": phase(self.record, self._passes)}
             self._pending_progress = None
 
     def _diff(self, ev) -> list | None:
@@ -364,18 +369,24 @@ def _refines(record: RunRecord) -> bool:
     return record.settings.estimator(len(record.spans)) == "hierarchical"
 
 
-def _final_progress(record: RunRecord, last: dict | None = None) -> dict:
+def _shown_progress(record: RunRecord, last: dict | None, passes: int) -> dict:
+    """The progress line. While running it is the engine's latest Progress (the calls so far:
+    the record counts none until the run ends) with the phase; once the run has ended, the
+    record's totals. Elapsed is from when the run started; the view counts on from it."""
+    if record.status == "running" and last is not None:
+        return {**last, "phase": phase(record, passes)}
     spend = record.spend
     elapsed = record.timings_ms.get("total_ms")
     return {
         "done": len(record.evaluations),
-        "planned": len(record.evaluations) if record.status != "running" else (last or {}).get("planned", 0),
+        "planned": len(record.evaluations) if record.status != "running" else 0,
         "calls": spend.calls,
         "cache_hits": spend.cache_hits,
         "spend_usd": spend.counted_usd,
         "spend": usd(spend.counted_usd),  # what the view shows: formatted here, as everywhere
         "elapsed_s": round(elapsed / 1000, 3) if elapsed is not None else (last or {}).get("elapsed_s", 0),
         "eta_s": None,
+        "phase": phase(record, passes),
     }
 
 

@@ -467,3 +467,27 @@ def test_front_end_holds_no_scoring_rule():
                      "spend_usd", "score / ", "<= floor"):
             assert rule not in code, (name, rule)
     assert "linear-gradient(to right, rgba" not in (JS / "widget.css").read_text("utf-8")  # the legend's too
+
+
+def test_progress_never_goes_backwards_and_names_the_phase(runs_dir):
+    """Calls used to drop to 0 between passes (the record counts none until the end), and the
+    planned total fell back as each hierarchical pass planned the next."""
+    filler = [f"It was quiet in room {i}." for i in range(40)]
+    filler[5] = "The Green Door Opened."
+    widget = AttributionWidget()
+    shown = []
+    prompt_attr.attribute(" ".join(filler), backend=FakeBackend(latency=0.001), runs_dir=runs_dir, cache=False,
+                          on_event=[widget, lambda event: shown.append(dict(widget.progress))])
+    running = [p for p in shown if p.get("phase") not in (None, "finished")]
+    assert running, shown
+    for before, after in zip(running, running[1:], strict=False):
+        assert after.get("calls", 0) >= before.get("calls", 0), (before, after)
+        assert after.get("planned", 0) >= before.get("planned", 0), (before, after)
+        assert after.get("done", 0) >= before.get("done", 0), (before, after)
+    phases = list(dict.fromkeys(p["phase"] for p in running))  # (the view is sent at most ten times a second)
+    order = ["starting", "baseline", "noise floor", "pass", "faithfulness checks"]
+    steps = [order.index(ph.split()[0] if ph.startswith("pass ") else ph) for ph in phases]
+    assert steps == sorted(steps), phases
+    passes = [int(m[1]) for ph in phases if (m := re.fullmatch(r"pass (\d+) of ~\d+", ph))]
+    assert len(passes) >= 2 and passes == sorted(passes), phases
+    assert widget.progress["calls"] == widget.record.spend.calls > 0 and widget.progress["phase"] == "finished"

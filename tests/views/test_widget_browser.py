@@ -562,3 +562,19 @@ def test_a_run_that_measured_nothing_shows_an_empty_bar_and_says_so(page, finish
     assert stats.startswith("no evaluations") and "0 / 0" not in stats
     assert "Zanzibar" in page.page.inner_text("#root .pa-reason")
     assert page.errors == []
+
+
+def test_elapsed_counts_from_when_the_view_appeared_and_the_phase_shows(page, finished):
+    """The model's loading and the baseline send no progress: elapsed stayed at 0.0 s for the
+    first seconds of a local run. It counts on in the view while the run is live."""
+    _, w = finished
+    state = view_state(w)
+    state["header"] = {**state["header"], "status": "running", "reason": None}
+    state["progress"] = {"phase": "baseline"}
+    page.mount(state)
+    page.page.wait_for_timeout(2300)
+    stats = page.page.inner_text("#root .pa-stats")
+    assert stats.startswith("baseline · ")
+    seconds = float(re.search(r"([\d.]+) s elapsed", stats)[1])
+    assert 1.5 <= seconds <= 4.0, stats
+    assert page.errors == []
