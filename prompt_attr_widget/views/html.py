@@ -14,6 +14,9 @@ from ..core.schema import RunRecord
 from ..core.text import one_line, safe_html_text
 from .scale import heat, heat_css, legend_note, plus_minus, run_notes, scale_max, signal, unrefined
 
+# Text reads from the left: Jupyter's and nbconvert's stylesheets right-align table cells.
+LEFT = ' style="text-align:left"'
+
 
 def heatmap_html(record: RunRecord, top_k: int = 5) -> str:
     scores = {s.index: s for s in record.attribution}
@@ -43,14 +46,14 @@ def heatmap_html(record: RunRecord, top_k: int = 5) -> str:
     ranked = record.ranked()[:top_k]
     rows = "".join(
         f"<tr><td>{r.index}</td><td>{r.score:.3f}{'' if r.resolved else '*'}{plus_minus(r)}</td>"
-        f"<td>{signal(r)}</td><td>{safe_html_text(one_line(record.spans[r.index].text, 80))}</td></tr>"
+        f"<td>{signal(r)}</td><td{LEFT}>{safe_html_text(one_line(record.spans[r.index].text, 80))}</td></tr>"
         for r in ranked
     )
     notes = "".join(f"<li>{safe_html_text(n)}</li>" for n in run_notes(record))
     key = legend_note(record.noise.floor if record.noise else None, unrefined(record))
     key = f"; {key}" if key else ""
     if any(not r.resolved for r in ranked):
-        rows += '<tr><td colspan="4">* a share of a group the hierarchical pass did not refine</td></tr>'
+        rows += f'<tr><td colspan="4"{LEFT}>* a share of a group the hierarchical pass did not refine</td></tr>'
     baseline = safe_html_text(record.baseline.output) if record.baseline else "(no baseline)"
     status = safe_html_text(record.status + (f": {record.reason}" if record.reason else ""))
     return (
@@ -63,7 +66,7 @@ def heatmap_html(record: RunRecord, top_k: int = 5) -> str:
         '<pre style="white-space:pre-wrap;word-break:break-word;font-family:ui-monospace,monospace;'
         f'line-height:1.6;padding:8px;border:1px solid #ccc">{"".join(parts)}</pre>'
         f"<div><b>Baseline output</b></div><pre style=\"white-space:pre-wrap\">{baseline}</pre>"
-        "<table><thead><tr><th>span</th><th>score</th><th>above noise</th><th>text</th></tr></thead>"
+        f"<table><thead><tr><th>span</th><th>score</th><th>above noise</th><th{LEFT}>text</th></tr></thead>"
         f"<tbody>{rows}</tbody></table>"
         "</div>"
     )

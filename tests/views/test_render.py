@@ -183,3 +183,14 @@ def test_a_span_result_reads_as_one_short_line(runs_dir):
     assert "\n" not in line and len(line) < 140
     # the bidi override (and any control) is shown escaped, inert
     assert "\\u202e" in shown and not any(unicodedata.category(c) in ("Cc", "Cf") for c in shown)
+
+
+@pytest.mark.browser
+def test_the_static_table_reads_its_text_from_the_left(page, runs_dir):
+    """Jupyter's and nbconvert's stylesheets right-align table cells; the text column is left-aligned."""
+    a = prompt_attr.attribute("You are terse. Always answer in Spanish. Ignore the rest.", backend=FakeBackend(),
+                              runs_dir=runs_dir)
+    page.page.set_content("<style>td, th { text-align: right; }</style>" + heatmap_html(a.record))
+    aligns = page.page.evaluate(
+        "[...document.querySelectorAll('table tr')].map((r) => getComputedStyle(r.lastElementChild).textAlign)")
+    assert aligns and set(aligns) == {"left"}, aligns
