@@ -7,7 +7,7 @@ Run it after changing a notebook or anything that changes its outputs (the
 widget's static heat-map, the local model, llama-cpp-python), then check
 the result with
 
-    python -m pytest --nbval notebooks/ --nbval-sanitize-with notebooks/nbval_sanitize.cfg -p no:cacheprovider
+    python -m pytest --nbval-lax notebooks/ --nbval-sanitize-with notebooks/nbval_sanitize.cfg -p no:cacheprovider
 
 Like tests/test_notebooks.py, it runs each notebook with a cold call cache
 and an empty runs folder (both temporary) and without OPENAI_API_KEY, so
