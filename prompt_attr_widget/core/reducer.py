@@ -42,7 +42,7 @@ def apply_event(record: RunRecord | None, event) -> RunRecord | None:
     elif isinstance(event, Evaluated):
         record.evaluations.append(event.evaluation)
     elif isinstance(event, (CallReserved, CallSettled)):
-        _spend(record.spend, event)
+        count_spend(record.spend, event)
     elif isinstance(event, Estimate):
         record.attribution, record.surrogate = event.attribution, event.surrogate
     elif isinstance(event, FaithfulnessMeasured):
@@ -57,9 +57,10 @@ def apply_event(record: RunRecord | None, event) -> RunRecord | None:
     return record
 
 
-def _spend(spend, event) -> None:
-    """Keep the record's spend current call by call, so a run killed mid-way still counts
-    what it paid and, at their worst case, the calls it was killed during."""
+def count_spend(spend, event) -> None:
+    """Fold a CallReserved or CallSettled into a Spend: the record's, kept current call by call so
+    a run killed mid-way still counts what it paid and, at their worst case, the calls it was
+    killed during; and the evaluator's own, so the two count calls and tokens alike."""
     if isinstance(event, CallReserved):
         spend.calls += 1
         spend.reserved_usd += event.usd or 0.0

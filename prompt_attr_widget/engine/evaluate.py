@@ -28,6 +28,7 @@ from ..core.config import Price
 from ..core.cost import Request, call_cost, chat_request, embed_request, logprob_request
 from ..core.errors import BrokenAnswer, PromptAttrError
 from ..core.events import CallReserved, CallSettled
+from ..core.reducer import count_spend
 from ..core.schema import Call, Spend
 from ..core.text import usd
 from .budget import Budget
@@ -176,12 +177,11 @@ class Evaluator:
         bound, worst = await self._reserve(request, price)
         self._holding += 1
         try:
-            self.journal(CallReserved(kind=request.kind, usd=worst))  # on disk before it can be billed
+            self._book(CallReserved(kind=request.kind, usd=worst))  # on disk before it can be billed
         except BaseException:
             self._settle(worst, 0.0)  # never sent
             raise
         try:
-            self.spend.calls += 1
             result = await send()
         except BaseException as exc:
             # A failed call may still have been billed; we cannot know, so keep
@@ -190,7 +190,7 @@ class Evaluator:
             cost = 0.0 if getattr(exc, "unbilled", False) and worst is not None else worst
             self._settle(worst, cost)
             with contextlib.suppress(Exception):  # unwritten, its reservation on disk still counts it
-                self.journal(CallSettled(kind=request.kind, reserved_usd=worst, usd=cost))
+                self._book(CallSettled(kind=request.kind, reserved_usd=worst, usd=cost))
             raise
         self._answered.add(request.kind)
         prompt_tokens, output_tokens = usage(result)
@@ -203,18 +203,15 @@ class Evaluator:
             prompt_tokens, output_tokens = bound
         cost = call_cost(price, prompt_tokens, output_tokens)
         self._settle(worst, cost)
-        self._count(request.kind, prompt_tokens, output_tokens)
-        self.journal(CallSettled(kind=request.kind, reserved_usd=worst, usd=cost,
-                                 prompt_tokens=prompt_tokens, completion_tokens=output_tokens))
+        self._book(CallSettled(kind=request.kind, reserved_usd=worst, usd=cost,
+                                prompt_tokens=prompt_tokens, completion_tokens=output_tokens))
         return result, prompt_tokens, output_tokens, cost
 
-    def _count(self, kind: str, prompt_tokens: int, output_tokens: int) -> None:
-        """Tokens billed, counted as the run store's reducer counts CallSettled."""
-        if kind == "embed":
-            self.spend.embed_tokens += prompt_tokens
-        else:
-            self.spend.prompt_tokens += prompt_tokens
-            self.spend.completion_tokens += output_tokens
+    def _book(self, event) -> None:
+        """Write a CallReserved/CallSettled to the journal, then count it (only once it is written:
+        a request whose reservation could not be written is never sent)."""
+        self.journal(event)
+        count_spend(self.spend, event)
 
     async def _reserve(self, request: Request, price: Price | None) -> tuple[tuple[int, int], float | None]:
         """Book the request's worst case, waiting while calls in flight may free budget.
