@@ -10,55 +10,14 @@
 //   answer  [[op, words]]  op: equal | delete | insert
 //   changes [[what, key, value_a, value_b]]  config and model differences
 // Python decides the colours, the noise and the figures; this file applies them.
-// Texts are untrusted: they only reach the DOM as text nodes (appendText, which marks
-// each bidi control in a span of its own), and a colour is
-// applied only if it is an rgba() of numbers, as Python writes them.
+// Texts are untrusted: they only reach the DOM as text nodes (appendText in common.js,
+// which Python prepends to this file), and a colour only if it is an rgba() of numbers.
 
 const MARK = { same: "", changed: "~", added: "+", removed: "−" };
-
-// Bidi controls (the class of core/text.py's BIDI_CONTROLS): each is drawn alone in an
-// isolating, outlined span (.pa-bidi in widget.css), so `user\u202eexe.txt` reads in its
-// logical order and the reader sees where a control sits; textContent stays exact.
-const BIDI = /[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/;
-const BIDI_SPLIT = /([\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069])/;
-
-function appendText(node, text) {
-  const s = String(text);
-  if (!BIDI.test(s)) {
-    node.appendChild(document.createTextNode(s));
-    return;
-  }
-  for (const piece of s.split(BIDI_SPLIT)) {
-    if (!piece) continue;
-    if (piece.length === 1 && BIDI.test(piece)) {
-      const mark = document.createElement("span");
-      mark.className = "pa-bidi";
-      mark.dir = "ltr";
-      mark.title = `U+${piece.charCodeAt(0).toString(16).toUpperCase().padStart(4, "0")}: a bidi control, shown here and not applied`;
-      mark.textContent = piece;
-      node.appendChild(mark);
-    } else {
-      node.appendChild(document.createTextNode(piece));
-    }
-  }
-}
-
-function el(tag, cls, text) {
-  const node = document.createElement(tag);
-  if (cls) node.className = cls;
-  if (text !== undefined && text !== null) appendText(node, text);
-  return node;
-}
 
 function num(v, signed) {
   if (v === null || v === undefined) return "—";
   return (signed && v > 0 ? "+" : "") + Number(v).toFixed(3);
-}
-
-const COLOUR = /^rgba\(\d{1,3},\d{1,3},\d{1,3},(?:0|1|0?\.\d+)\)$/;
-
-function colour(css) {
-  return typeof css === "string" && COLOUR.test(css) ? css : "";
 }
 
 function cell(text, score, heat, muted) {
@@ -142,7 +101,9 @@ export default {
     const redraw = () => draw(model, root);
     redraw();
     for (const name of ["header", "rows", "answer", "changes"]) model.on(`change:${name}`, redraw);
+    const showSaved = hideSavedView(model);
     return () => {
+      showSaved();
       for (const name of ["header", "rows", "answer", "changes"]) model.off(`change:${name}`, redraw);
     };
   },

@@ -25,52 +25,12 @@
 //   stop_requested  bool, set by the Stop button
 // Python decides what is drawn (colours, noise, ranking, diffs, figures); this file
 // applies it. Prompt and answers are untrusted: they only ever reach the DOM as text
-// (appendText: text nodes, each bidi control in a marked span of its own), and a colour
-// is applied only if it is an rgba() of numbers, as Python writes them.
-
-const COLOUR = /^rgba\(\d{1,3},\d{1,3},\d{1,3},(?:0|1|0?\.\d+)\)$/;
-
-function colour(css) {
-  return typeof css === "string" && COLOUR.test(css) ? css : "";
-}
-
-// Bidi controls (the class of core/text.py's BIDI_CONTROLS): each is drawn alone in an
-// isolating, outlined span (.pa-bidi in widget.css), so `user\u202eexe.txt` reads in its
-// logical order and the reader sees where a control sits; textContent stays exact.
-const BIDI = /[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/;
-const BIDI_SPLIT = /([\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069])/;
-
-function appendText(node, text) {
-  const s = String(text);
-  if (!BIDI.test(s)) {
-    node.appendChild(document.createTextNode(s));
-    return;
-  }
-  for (const piece of s.split(BIDI_SPLIT)) {
-    if (!piece) continue;
-    if (piece.length === 1 && BIDI.test(piece)) {
-      const mark = document.createElement("span");
-      mark.className = "pa-bidi";
-      mark.dir = "ltr";
-      mark.title = `U+${piece.charCodeAt(0).toString(16).toUpperCase().padStart(4, "0")}: a bidi control, shown here and not applied`;
-      mark.textContent = piece;
-      node.appendChild(mark);
-    } else {
-      node.appendChild(document.createTextNode(piece));
-    }
-  }
-}
+// (appendText in common.js, which Python prepends to this file), and a colour only if
+// it is an rgba() of numbers, as Python writes them.
 
 function setText(node, text) {
   node.replaceChildren();
   appendText(node, text);
-}
-
-function el(tag, cls, text) {
-  const node = document.createElement(tag);
-  if (cls) node.className = cls;
-  if (text !== undefined && text !== null) appendText(node, text);
-  return node;
 }
 
 function fmtScore(s) {
@@ -330,7 +290,8 @@ function render({ model, el: root }) {
     ["change:scale", paint],
   ];
   for (const [name, fn] of handlers) model.on(name, fn);
-  return () => { clearInterval(ticker); for (const [name, fn] of handlers) model.off(name, fn); };
+  const showSaved = hideSavedView(model);
+  return () => { clearInterval(ticker); showSaved(); for (const [name, fn] of handlers) model.off(name, fn); };
 }
 
 export default { render };

@@ -140,7 +140,7 @@ class AttributeMagics(Magics):
 
     def _blocking(self, prompt, backend, options, out):
         widget = AttributionWidget()
-        handle = display(widget, display_id=True)
+        display(widget)
         try:
             result = attribute(prompt, backend=backend, on_event=widget, **options)
         except KeyboardInterrupt:
@@ -150,22 +150,20 @@ class AttributeMagics(Magics):
             widget.header = {**widget.header, "status": "failed", "reason": str(exc)}
             _fail(str(exc))
         finally:
-            if handle is not None:
-                handle.update(widget)  # the saved output gets the final static heat-map
+            widget.refresh_saved_view()  # what a notebook reopened without its kernel shows
         if out:
             self.shell.user_ns[out] = result
         return None
 
     def _background(self, prompt, backend, options, out):
         widget = AttributionWidget()
-        handle = display(widget, display_id=True)
+        display(widget)
 
         async def job(sink):
             try:
                 return await attribute_async(prompt, backend=backend, on_event=sink, **options)
             finally:
-                if handle is not None:
-                    handle.update(widget)
+                widget.refresh_saved_view()
 
         try:
             widget.start(job)

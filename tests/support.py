@@ -1,4 +1,4 @@
-"""Helpers shared by the test folders: segmentation invariants and a RunRecord factory.
+"""Helpers shared by the test folders: segmentation invariants, a RunRecord factory, displayed outputs.
 
 `make_record` builds a finished run record from a prompt and the scores
 wanted, without a model, an engine or a disk, so views and the store can be
@@ -101,3 +101,15 @@ def make_record(
         spend=Spend(usd=spend_usd, calls=len(evaluations) + 1),
         timings_ms={"total_ms": 1234.0},
     )
+
+
+def displayed(obj) -> list[dict]:
+    """The outputs `display(obj)` leaves in a notebook, in order (each a mime bundle)."""
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.display import display
+    from IPython.utils.capture import capture_output
+
+    InteractiveShell.instance()
+    with capture_output() as captured:
+        display(obj)
+    return [o.data for o in captured.outputs]

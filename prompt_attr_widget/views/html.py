@@ -17,6 +17,28 @@ from .scale import heat, heat_css, legend_note, plus_minus, run_notes, scale_max
 # Text reads from the left: Jupyter's and nbconvert's stylesheets right-align table cells.
 LEFT = ' style="text-align:left"'
 
+# A widget output JupyterLab and Notebook 7 cannot draw (the kernel that held its model is
+# gone: "Error displaying widget: model not found") is hidden when its saved view follows it.
+# Their widget renderer is a lumino Panel that gets the class jupyter-widgets only for an
+# error; a drawn widget's panel never has it (nbconvert's widget divs are no Panel).
+_HIDE_UNDRAWABLE = (
+    "<style>.jp-OutputArea-child:has(> .lm-Panel.jp-OutputArea-output.jupyter-widgets)"
+    ":has(+ .jp-OutputArea-child [data-prompt-attr-view]) { display: none; }</style>"
+)
+
+
+def saved_view_html(view_key: str, body: str) -> str:
+    """A widget's saved view: the static `body` a notebook shows where the widget cannot be drawn.
+
+    Jupyter front-ends keep a widget's model in the kernel and, by default,
+    save none of it in the notebook, so a notebook reopened after its kernel
+    is gone cannot draw the widget. Each displayed widget is therefore
+    followed by this output: while the live view is on the page, its
+    JavaScript hides this twin (js/common.js: hideSavedView, matching
+    `view_key`); when it cannot be drawn, this shows and hides the error.
+    """
+    return f'<div class="prompt-attr-saved" data-prompt-attr-view="{safe_html_text(view_key)}">{_HIDE_UNDRAWABLE}{body}</div>'
+
 
 def heatmap_html(record: RunRecord, top_k: int = 5) -> str:
     scores = {s.index: s for s in record.attribution}

@@ -125,6 +125,13 @@ def signal(s: SpanScore) -> str:
     return {True: "yes", False: "noise", None: "-"}[s.significant]
 
 
+def estimator_label(record: RunRecord) -> str:
+    """The estimator a run really used, as its title names it (a hierarchical run of a
+    few spans is leave-one-out, and its notes say why)."""
+    estimator = record.settings.estimator(len(record.spans))
+    return "leave-one-out" if estimator == "loo" else estimator
+
+
 def run_notes(record: RunRecord) -> list[str]:
     """How the run measured and how sure it is, one short sentence each."""
     c = record.settings

@@ -17,15 +17,20 @@ when a score above the top arrives every colour changes: the live top then
 rises to a round step (`rising_top`), which happens a few times per decade
 of scores, and only then does a delta carry every span's colour.
 
-Its mime bundle also carries a deterministic static `text/html` heat-map
-and a stable `text/plain` summary, for GitHub, nbconvert and nbval.
+Displayed, a widget is two outputs: the live view and its saved view, a
+deterministic static heat-map with a stable `text/plain` summary, which the
+live view hides while it is on the page. A notebook reopened after its
+kernel is gone, GitHub and nbconvert show the saved view (views/html.py:
+saved_view_html).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -47,12 +52,13 @@ from ..core.events import (
 )
 from ..core.reducer import apply_event
 from ..core.schema import RunRecord
-from ..core.text import usd
+from ..core.text import safe_html_text, usd
 from ..stages.align import word_diff
-from .html import heatmap_html
+from .html import heatmap_html, saved_view_html
 from .result import Attribution
 from .scale import (
     MIN_TOP,
+    estimator_label,
     legend,
     live_significant,
     paint,
@@ -66,6 +72,7 @@ from .scale import (
 FLUSH_INTERVAL_S = 0.1
 TOP_K = 5  # spans in the widget's ranking
 MAX_DIFF_WORDS_PRODUCT = 4_000_000  # longer answer pairs are shown undiffed
+LIVE_VIEW_TEXT = ""  # where the live view cannot be drawn, its saved view after it says everything
 
 
 def _asset(name: str) -> str:
@@ -90,8 +97,68 @@ class _Shown:
     live: bool = False  # a live score, judged against the floor until the next estimate
 
 
-class AttributionWidget(anywidget.AnyWidget):
-    _esm = _asset("widget.js")
+class _TwoOutputs(anywidget.AnyWidget):
+    """An anywidget displayed as two outputs: its live view, then its saved view.
+
+    Front-ends keep a widget's state in the kernel, so the live view alone
+    leaves "Error displaying widget: model not found" in a notebook reopened
+    after its kernel is gone. The saved view (`_saved_body`, static HTML)
+    shows there instead; the live view hides it while it is drawn
+    (`view_key` pairs the two). Call `refresh_saved_view()` once what the
+    widget shows is final, from the kernel's main thread.
+    """
+
+    view_key = t.Unicode("").tag(sync=True)
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.view_key = uuid.uuid4().hex
+        self._saved_handles: list = []
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        bundle = self._repr_mimebundle_()
+        data, metadata = bundle if isinstance(bundle, tuple) else (bundle, None)
+        display(data, raw=True, metadata=metadata)
+        self._saved_handles.append(display(self._saved_bundle(), raw=True, display_id=True))
+
+    def refresh_saved_view(self) -> None:
+        """Redraw the saved view of every display of this widget from what it shows now.
+
+        In a context of its own: ipykernel sends a display under the request in the
+        context (a background job's is its cell's, long finished: front-ends drop
+        that), else under the request running now."""
+        contextvars.Context().run(self._redraw_saved)
+
+    def _redraw_saved(self) -> None:
+        for handle in self._saved_handles:
+            handle.update(self._saved_bundle(), raw=True)
+
+    def _saved_bundle(self) -> dict:
+        return {"text/html": saved_view_html(self.view_key, self._saved_body()), "text/plain": self.summary()}
+
+    def _saved_body(self) -> str:
+        raise NotImplementedError
+
+    def _repr_mimebundle_(self, **kwargs):
+        """The live view, with no text of its own for where it cannot be drawn: the saved view
+        after it has the summary, and this output is never redrawn (a summary here would
+        stay at the "empty" of the moment it was displayed)."""
+        bundle = super()._repr_mimebundle_(**kwargs)
+        data = bundle[0] if isinstance(bundle, tuple) else bundle
+        data["text/plain"] = LIVE_VIEW_TEXT
+        return bundle
+
+    def summary(self) -> str:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return self.summary()
+
+
+class AttributionWidget(_TwoOutputs):
+    _esm = _asset("common.js") + _asset("widget.js")
     _css = _asset("widget.css")
 
     header = t.Dict().tag(sync=True)
@@ -293,7 +360,7 @@ class AttributionWidget(anywidget.AnyWidget):
         self.header = {
             "run_id": r.run_id,
             "model": r.backend.model,
-            "method": r.settings.method,
+            "method": estimator_label(r),
             "status": r.status,
             "reason": r.reason,
             "can_stop": self._task is not None,
@@ -334,13 +401,19 @@ class AttributionWidget(anywidget.AnyWidget):
 
     # -- what notebooks store -----------------------------------------------
 
-    def _repr_mimebundle_(self, **kwargs):
-        bundle = super()._repr_mimebundle_(**kwargs)
-        data = bundle[0] if isinstance(bundle, tuple) else bundle
-        data["text/plain"] = self.summary()
-        if self.record is not None:
-            data["text/html"] = heatmap_html(self.record)
-        return bundle
+    def _saved_body(self) -> str:
+        r = self.record
+        if r is None:
+            return (
+                "<p>prompt_attr: the run had not ended when this notebook was saved (or its kernel "
+                "stopped first); <code>%attribute_runs</code> lists the saved runs and "
+                "<code>%attribute_show RUN_ID</code> replays one.</p>"
+            )
+        again = "" if r.status == "running" else " (run the cell again for the interactive one)"
+        return heatmap_html(r) + (
+            f'<p style="color:#666;font-size:12px">The saved heat-map{again}; '
+            f"<code>%attribute_show {safe_html_text(r.run_id)}</code> replays the run, no model calls.</p>"
+        )
 
     def summary(self) -> str:
         """A stable one-line summary: no memory addresses, no times."""
@@ -350,9 +423,6 @@ class AttributionWidget(anywidget.AnyWidget):
         top = next(iter(r.ranked()), None)
         best = f"; top span {top.index}: {' '.join(r.spans[top.index].text.split())[:60]!r}" if top else ""
         return f"AttributionWidget({r.status}, {len(r.spans)} spans, {len(r.evaluations)} evaluations, model {r.backend.model}{best})"
-
-    def __repr__(self) -> str:
-        return self.summary()
 
 
 def _span_pieces(record: RunRecord) -> tuple[list[dict], str]:
@@ -390,12 +460,12 @@ def _shown_progress(record: RunRecord, last: dict | None, passes: int) -> dict:
     }
 
 
-class CompareWidget(anywidget.AnyWidget):
+class CompareWidget(_TwoOutputs):
     """Two runs side by side (front-end in js/compare.js): aligned spans coloured by
     their score in each run (one scale for both, noise uncoloured: Comparison.paints),
     the score deltas, the answer diff and what changed."""
 
-    _esm = _asset("compare.js")
+    _esm = _asset("common.js") + _asset("compare.js")
     _css = _asset("widget.css")
 
     header = t.Dict().tag(sync=True)
@@ -424,10 +494,9 @@ class CompareWidget(anywidget.AnyWidget):
             self.changes = [[what, key, repr(a), repr(b)] for what, ch in (("config", c.config_changes),
                             ("model", c.model_changes)) for key, (a, b) in ch.items()]
 
-    def _repr_mimebundle_(self, **kwargs):
-        bundle = super()._repr_mimebundle_(**kwargs)
-        data = bundle[0] if isinstance(bundle, tuple) else bundle
-        if self.comparison is not None:
-            data["text/plain"] = f"CompareWidget({self.comparison.run_a} vs {self.comparison.run_b})"
-            data["text/html"] = self.comparison._repr_html_()
-        return bundle
+    def _saved_body(self) -> str:
+        return self.comparison._repr_html_() if self.comparison is not None else "<p>no comparison</p>"
+
+    def summary(self) -> str:
+        c = self.comparison
+        return f"CompareWidget({c.run_a} vs {c.run_b})" if c is not None else "CompareWidget(empty)"

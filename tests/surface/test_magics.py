@@ -57,6 +57,7 @@ def usage_error(shell, capsys, cell: str) -> str:
     error = result.error_in_exec or result.error_before_exec
     assert isinstance(error, UsageError), repr(error)
     assert "Traceback" not in out + err
+    # what displaying the widget prints in a terminal: its live view's text (none), its summary
     lines = [line for line in (out + err).splitlines() if line.strip() and not line.startswith("AttributionWidget(")]
     assert lines == [f"UsageError: {error}"], lines
     assert "\n" not in str(error)
@@ -244,14 +245,20 @@ def execute(cells: list[str], tmp_path, timeout=600):
     return nb, tmp_path / "kernel-runs"
 
 
+def _view_key(nb, live) -> str:
+    return nb.metadata["widgets"][WIDGET_STATE]["state"][live[WIDGET_VIEW]["model_id"]]["state"]["view_key"]
+
+
 def check_attribute_notebook(nb, runs):
     outputs = nb.cells[1].outputs
     assert not [o for o in outputs if o.output_type == "error"]
     assert not [o for o in outputs if o.output_type == "stream" and o.name == "stderr" and "Traceback" in o.text]
     shown = [o for o in outputs if o.output_type in ("display_data", "execute_result")]
-    assert len(shown) == 1, outputs
-    data = shown[0].data
-    assert {WIDGET_VIEW, "text/html", "text/plain"} <= set(data)
+    # the live view, then its saved view: what the notebook shows once its kernel is gone
+    assert len(shown) == 2, outputs
+    live, data = shown[0].data, shown[1].data
+    assert set(live) == {WIDGET_VIEW, "text/plain"} and set(data) == {"text/html", "text/plain"}
+    assert f'data-prompt-attr-view="{_view_key(nb, live)}"' in data["text/html"]
 
     [summary] = prompt_attr.list_runs(runs)
     run = prompt_attr.load_run(summary.run_id, runs_dir=runs)
@@ -264,7 +271,7 @@ def check_attribute_notebook(nb, runs):
     assert "<script" not in html.lower()
     assert html.count('class="pa-span') == len(run.spans)
     # the saved widget state is the final state of the run on disk
-    model_id = data[WIDGET_VIEW]["model_id"]
+    model_id = live[WIDGET_VIEW]["model_id"]
     state = nb.metadata["widgets"][WIDGET_STATE]["state"][model_id]
     assert state["model_name"] == "AnyModel"
     s = state["state"]
@@ -302,8 +309,10 @@ def test_notebook_background_job(tmp_path):
         ],
         tmp_path,
     )
-    shown = [o for o in nb.cells[1].outputs if o.output_type == "display_data"]
-    assert len(shown) == 1 and WIDGET_VIEW in shown[0].data
+    live, saved = [o.data for o in nb.cells[1].outputs if o.output_type == "display_data"]
+    assert WIDGET_VIEW in live and "text/html" not in live
+    # the saved view was redrawn when the job ended, after its cell had finished
+    assert "AttributionWidget(finished" in saved["text/plain"] and "<table>" in saved["text/html"]
     [out] = [o for o in nb.cells[2].outputs if o.output_type == "stream"]
     status, line = out.text.splitlines()
     assert status == "finished"

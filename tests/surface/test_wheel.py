@@ -35,7 +35,9 @@ def test_wheel_contents(wheel):
         "prompt_attr_widget/views/widget.py",
         "prompt_attr_widget/backends/prices.json",
         *(f"prompt_attr_widget/{layer}/__init__.py" for layer in ("core", "stages", "backends", "engine", "store", "views")),
+        "prompt_attr_widget/static/common.js",
         "prompt_attr_widget/static/widget.js",
+        "prompt_attr_widget/static/compare.js",
         "prompt_attr_widget/static/widget.css",
     ):
         assert required in names, f"{required} missing from {wheel.name}"
@@ -68,6 +70,7 @@ def test_extension_loads_from_the_installed_wheel(wheel, tmp_path):
         "assert 'attribute_show' in ip.magics_manager.magics['line']\n"
         "from prompt_attr_widget.views.widget import AttributionWidget\n"
         "assert 'export default' in AttributionWidget._esm and '.prompt-attr' in AttributionWidget._css\n"
+        "assert 'function hideSavedView' in AttributionWidget._esm\n"
         "print(pathlib.Path(prompt_attr_widget.__file__).resolve())\n"
     )
     clean = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # a PYTHONPATH to a checkout would win

@@ -6,6 +6,7 @@ import html.parser
 import json
 
 import pytest
+from support import displayed
 
 import prompt_attr
 from prompt_attr_widget.backends.fake import FakeBackend
@@ -105,9 +106,9 @@ def test_magic_compare(runs_dir):
     a, b = run(runs_dir, V1), run(runs_dir, V2)
     w = shell.run_line_magic("attribute_compare", f"{a.run_id} {b.run_id} {runs_dir}")
     assert w.header["run_a"] == a.run_id and len(w.rows) == len(w.comparison.spans)
-    bundle = w._repr_mimebundle_()
-    data = bundle[0] if isinstance(bundle, tuple) else bundle
-    assert "<table>" in data["text/html"] and b.run_id in data["text/plain"]
+    live, saved = displayed(w)
+    assert b.run_id in saved["text/plain"] and "text/html" not in live
+    assert "<table>" in saved["text/html"] and f'data-prompt-attr-view="{w.view_key}"' in saved["text/html"]
     with pytest.raises(IPythonUsageError, match="usage"):
         shell.run_line_magic("attribute_compare", a.run_id)
 

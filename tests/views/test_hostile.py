@@ -349,13 +349,14 @@ def test_export_to_a_terminal_is_neutralised_and_a_pipe_or_file_keeps_the_data(f
 
 
 def test_the_widgets_mark_the_same_bidi_controls_the_same_way():
-    """js/ spells core/text.py's class of bidi controls, and widget.css draws their mark
-    with the style the static HTML inlines."""
+    """js/ spells core/text.py's class of bidi controls once, in the helpers both widgets
+    share, and widget.css draws their mark with the style the static HTML inlines."""
     root = Path(__file__).resolve().parents[2] / "js"
-    for name in ("widget.js", "compare.js"):
-        source = (root / name).read_text("utf-8")
-        assert source.count(f"[{BIDI_CONTROLS}]") == 2, name  # the test and the split
-        assert "a bidi control, shown here and not applied" in source
+    common = (root / "common.js").read_text("utf-8")
+    assert common.count(f"[{BIDI_CONTROLS}]") == 2  # the test and the split
+    assert "a bidi control, shown here and not applied" in common
+    for widget in (AttributionWidget, CompareWidget):
+        assert str(widget._esm).startswith(common) and "el(" in str(widget._esm)[len(common):]
     css = (root / "widget.css").read_text("utf-8")
     (rule,) = re.findall(r"\.prompt-attr \.pa-bidi \{([^}]*)\}", css)
     assert rule.strip() == BIDI_MARK_STYLE

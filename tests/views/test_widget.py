@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from jupyter_client.session import json_packer
+from support import displayed
 
 import prompt_attr
 import prompt_attr_widget.views.widget as widget_mod
@@ -233,39 +234,60 @@ def _bundle(w):
     return data, metadata
 
 
-def test_mimebundle_plain_html_and_widget_view(runs_dir):
+def test_displayed_as_the_live_view_then_its_saved_view(runs_dir):
     a = prompt_attr.attribute(HOSTILE, backend=FakeBackend(), runs_dir=runs_dir, method="loo")
     one = AttributionWidget.from_attribution(prompt_attr.load_run(a.run_id, runs_dir=runs_dir))
     two = AttributionWidget.from_attribution(prompt_attr.load_run(a.run_id, runs_dir=runs_dir))
-    d1, _ = _bundle(one)
-    d2, _ = _bundle(two)
-    assert set(d1) == {"text/plain", "text/html", WIDGET_VIEW}
-    # text/plain: stable, no memory address, says what the run is
-    assert d1["text/plain"] == d2["text/plain"] == repr(one) == one.summary()
-    assert not re.search(r"0x[0-9a-fA-F]+", d1["text/plain"])
-    assert d1["text/plain"].startswith(f"AttributionWidget(finished, {len(a.spans)} spans, {len(a.record.evaluations)} evaluations, model fake")
-    # text/html: deterministic and escaped
-    assert d1["text/html"] == d2["text/html"]
-    html = d1["text/html"].lower()
+    (d1, s1), (d2, s2) = displayed(one), displayed(two)
+    # the live view: the widget, and a fixed text where it cannot be drawn; never a second heat-map
+    assert d1 == _bundle(one)[0] and d1["text/plain"] == d2["text/plain"] == widget_mod.LIVE_VIEW_TEXT
+    assert set(d1) == {"text/plain", WIDGET_VIEW}
+    # the saved view's text/plain: stable, no memory address, says what the run is
+    assert s1["text/plain"] == s2["text/plain"] == repr(one) == one.summary()
+    assert not re.search(r"0x[0-9a-fA-F]+", s1["text/plain"])
+    assert s1["text/plain"].startswith(f"AttributionWidget(finished, {len(a.spans)} spans, {len(a.record.evaluations)} evaluations, model fake")
+    # the saved view: static HTML, paired with its live view by the widget's view_key
+    assert set(s1) == {"text/html", "text/plain"} and one.view_key != two.view_key
+    assert f'data-prompt-attr-view="{one.view_key}"' in s1["text/html"]
+    # deterministic but for the key, and escaped
+    assert s1["text/html"].replace(one.view_key, "KEY") == s2["text/html"].replace(two.view_key, "KEY")
+    html = s1["text/html"].lower()
     assert "<script" not in html and "<img" not in html
-    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in d1["text/html"]
-    assert "&amp; quiet" in d1["text/html"]
-    assert a.run_id in d1["text/html"]
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in s1["text/html"]
+    assert "&amp; quiet" in s1["text/html"]
+    assert a.run_id in s1["text/html"] and f"%attribute_show {a.run_id}" in s1["text/html"]
     # the widget view points at this widget's model
     assert d1[WIDGET_VIEW]["model_id"] == one.model_id != two.model_id
     assert d1[WIDGET_VIEW]["version_major"] == 2
     # two separate identical runs: the same summary
     b = prompt_attr.attribute(HOSTILE, backend=FakeBackend(), runs_dir=runs_dir, method="loo")
     assert b.run_id != a.run_id
-    assert _bundle(AttributionWidget.from_attribution(b))[0]["text/plain"] == d1["text/plain"]
+    assert displayed(AttributionWidget.from_attribution(b))[1]["text/plain"] == s1["text/plain"]
     # the widget is JSON all the way down (what a notebook saves)
     json.dumps(one.get_state())
 
 
 def test_mimebundle_of_an_empty_widget():
-    d, _ = _bundle(AttributionWidget())
-    assert d["text/plain"] == "AttributionWidget(empty)"
-    assert "text/html" not in d and WIDGET_VIEW in d
+    live, saved = displayed(AttributionWidget())
+    assert saved["text/plain"] == "AttributionWidget(empty)" and "had not ended" in saved["text/html"]
+    assert "text/html" not in live and WIDGET_VIEW in live
+
+
+def test_the_saved_view_is_redrawn_when_the_run_ends(runs_dir):
+    """A cell shows the widget before the run starts; its saved view must end with the run's heat-map."""
+    from IPython.display import display
+    from IPython.utils.capture import capture_output
+
+    w = AttributionWidget()
+    with capture_output() as captured:
+        display(w)
+        a = prompt_attr.attribute(HOSTILE, backend=FakeBackend(), runs_dir=runs_dir, method="loo", on_event=w)
+        w.refresh_saved_view()
+    first, update = captured.outputs[1], captured.outputs[-1]
+    assert "had not ended" in first.data["text/html"] and a.run_id not in first.data["text/html"]
+    assert update.update and update.transient == first.transient  # the same display, redrawn in place
+    assert a.run_id in update.data["text/html"] and f'data-prompt-attr-view="{w.view_key}"' in update.data["text/html"]
+    assert update.data["text/html"] == displayed(w)[1]["text/html"]
 
 
 # --- (e) aborted runs --------------------------------------------------------------------------------
@@ -294,7 +316,7 @@ def test_budget_stop_shows_aborted(runs_dir):
     assert w.scores == [None if s.score is None else round(s.score, 6) for s in a.spans]
     assert answers(w.outputs) == {str(e.id): e.output for e in a.record.evaluations}
     assert w.summary().startswith("AttributionWidget(aborted,")
-    assert "aborted: " in _bundle(w)[0]["text/html"]
+    assert "aborted: " in displayed(w)[1]["text/html"]
 
 
 @pytest.mark.parametrize("interval", ["default", "zero"])
@@ -491,3 +513,13 @@ def test_progress_never_goes_backwards_and_names_the_phase(runs_dir):
     passes = [int(m[1]) for ph in phases if (m := re.fullmatch(r"pass (\d+) of ~\d+", ph))]
     assert len(passes) >= 2 and passes == sorted(passes), phases
     assert widget.progress["calls"] == widget.record.spend.calls > 0 and widget.progress["phase"] == "finished"
+
+
+def test_the_title_names_the_estimator_the_run_used(runs_dir):
+    """A hierarchical run of three spans is leave-one-out: the title says so, as the notes do."""
+    few = prompt_attr.attribute("The Zebra plays. It is calm. Hello There.", backend=FakeBackend(), runs_dir=runs_dir)
+    w = AttributionWidget.from_attribution(few)
+    assert few.record.settings.method == "hierarchical" and w.header["method"] == "leave-one-out"
+    assert any(n.startswith("estimator: leave-one-out (too few spans") for n in w.header["notes"])
+    many = prompt_attr.attribute(planted(12, culprits=(3,)), backend=FakeBackend(), runs_dir=runs_dir)
+    assert AttributionWidget.from_attribution(many).header["method"] == "hierarchical"

@@ -578,3 +578,23 @@ def test_elapsed_counts_from_when_the_view_appeared_and_the_phase_shows(page, fi
     seconds = float(re.search(r"([\d.]+) s elapsed", stats)[1])
     assert 1.5 <= seconds <= 4.0, stats
     assert page.errors == []
+
+
+def test_the_live_view_hides_its_saved_view_while_it_is_drawn(page, finished):
+    """js/common.js hideSavedView: the saved view paired with this live view (its view_key) is
+    hidden from when the view is drawn until it is removed; another widget's saved view is not."""
+    _, w = finished
+    other = AttributionWidget()
+    page.page.evaluate(
+        """([mine, other]) => { for (const [id, key] of [["mine", mine], ["other", other]]) {
+             const d = document.createElement("div"); d.id = id; d.className = "prompt-attr-saved";
+             d.dataset.promptAttrView = key; d.textContent = "saved view"; document.body.appendChild(d); } }""",
+        [w.view_key, other.view_key],
+    )
+    shown = "(id) => getComputedStyle(document.getElementById(id)).display !== 'none'"
+    assert page.page.evaluate(shown, "mine") and page.page.evaluate(shown, "other")
+    page.mount(view_state(w))
+    assert not page.page.evaluate(shown, "mine") and page.page.evaluate(shown, "other")
+    page.page.evaluate("() => window.__cleanup()")
+    assert page.page.evaluate(shown, "mine")  # the live view is gone: its saved view shows again
+    assert page.errors == []
