@@ -89,7 +89,7 @@ OTHER_PYTHON = os.environ.get("PROMPT_ATTR_NBVAL_PYTHON")
 
 @pytest.mark.local
 @pytest.mark.server
-@pytest.mark.timeout(3700)  # a llama.cpp built without AVX2 is several times slower
+@pytest.mark.timeout(3700)  # without AVX2 the notebooks take twice as long; without any SIMD far longer
 @pytest.mark.parametrize(
     "python",
     [sys.executable, pytest.param(OTHER_PYTHON, marks=pytest.mark.skipif(
