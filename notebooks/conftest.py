@@ -13,8 +13,9 @@ another word and goes on differently. A cell is tagged (besides
   number masked (and runs of spaces, which follow the figures' widths,
   made one) must match the stored output exactly; each number must match
   its stored counterpart within NUMBER_TOLERANCE, |new - stored| <= ABS +
-  REL * max(|new|, |stored|): ABS is the engine's default minimum effect
-  (0.1), the smallest score difference a run itself calls an effect.
+  REL * max(|new|, |stored|): ABS is the log-probability scorer's minimum
+  effect (0.1 nats/token, the scorer these cells show), the smallest score
+  difference a run itself calls an effect.
 - `model-text`: what the model said (its answers to masked prompts) or
   verdicts and rankings that sit near the noise floor, which another CPU
   can change: executed, and its outputs must be of the same kinds (stream,
