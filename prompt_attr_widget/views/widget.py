@@ -104,8 +104,8 @@ class _TwoOutputs(anywidget.AnyWidget):
     leaves "Error displaying widget: model not found" in a notebook reopened
     after its kernel is gone. The saved view (`_saved_body`, static HTML)
     shows there instead; the live view hides it while it is drawn
-    (`view_key` pairs the two). Call `refresh_saved_view()` once what the
-    widget shows is final, from the kernel's main thread.
+    (`view_key` pairs the two). `refresh_saved_view()` redraws it from what
+    the widget shows now: at each checkpoint of a run, and when it ends.
     """
 
     view_key = t.Unicode("").tag(sync=True)
@@ -128,7 +128,8 @@ class _TwoOutputs(anywidget.AnyWidget):
 
         In a context of its own: ipykernel sends a display under the request in the
         context (a background job's is its cell's, long finished: front-ends drop
-        that), else under the request running now."""
+        that), else under the request running now, from any thread (a blocking
+        cell's run calls this from its worker thread)."""
         contextvars.Context().run(self._redraw_saved)
 
     def _redraw_saved(self) -> None:
@@ -266,6 +267,8 @@ class AttributionWidget(_TwoOutputs):
                 # answers sent in earlier deltas must be in it (and a view opened
                 # mid-run catches up on them here).
                 self._send_checkpoint(with_outputs=True)
+                # and the saved view: a notebook saved mid-run (JupyterLab autosaves) keeps the last pass
+                self.refresh_saved_view()
             else:
                 self._send_delta(list(self._pending_scores.values()), self._pending_outputs)
             self._pending_scores, self._pending_outputs = {}, []

@@ -523,3 +523,20 @@ def test_the_title_names_the_estimator_the_run_used(runs_dir):
     assert any(n.startswith("estimator: leave-one-out (too few spans") for n in w.header["notes"])
     many = prompt_attr.attribute(planted(12, culprits=(3,)), backend=FakeBackend(), runs_dir=runs_dir)
     assert AttributionWidget.from_attribution(many).header["method"] == "hierarchical"
+
+
+def test_the_saved_view_follows_the_run_pass_by_pass(runs_dir):
+    """A notebook saved mid-run (JupyterLab autosaves) keeps the last pass, not "had not ended"."""
+    from IPython.display import display
+    from IPython.utils.capture import capture_output
+
+    w = AttributionWidget()
+    with capture_output() as captured:
+        display(w)
+        a = prompt_attr.attribute(planted(24, culprits=(5,)), backend=FakeBackend(), runs_dir=runs_dir, on_event=w)
+    updates = [o for o in captured.outputs if o.update]
+    assert a.status == "finished" and max(e.round for e in a.record.evaluations) >= 1
+    assert len(updates) >= 3  # every pass's estimate, then the end
+    shown = [o.data["text/html"] for o in updates]
+    assert all(a.run_id in h for h in shown) and "running" in shown[0] and "finished" in shown[-1]
+    assert shown[-1] == displayed(w)[1]["text/html"]  # the last one is the finished run's
