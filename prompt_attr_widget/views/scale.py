@@ -145,7 +145,7 @@ def run_notes(record: RunRecord) -> list[str]:
         notes = ["estimator: surrogate (stopped before it was fitted: no scores)"]
     elif estimator == "loo":
         few = "" if method == "loo" else " (too few spans for hierarchical passes)"
-        notes = [f"estimator: leave-one-out{few}"]
+        notes = [f"estimator: {estimator_label(record)}{few}"]  # the name the title shows
     else:
         notes = [f"estimator: hierarchical (refine threshold {c.refine_threshold:g})"]
     target = f" of the target {record.target.text!r}" if record.target else ""
