@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from ..core.config import Price
+from ..core.schema import covering
 
 
 @dataclass(frozen=True)
@@ -56,8 +57,7 @@ class TokenLogprobs:
         """Mean log-probability of the tokens overlapping [start, end), or None if none do."""
         if not self.offsets:
             return None
-        ends = [*self.offsets[1:], self.length]
-        chosen = [lp for lp, a, b in zip(self.logprobs, self.offsets, ends, strict=True) if a < end and b > start]
+        chosen = [lp for lp, c in zip(self.logprobs, covering(self.offsets, self.length, start, end), strict=True) if c]
         return sum(chosen) / len(chosen) if chosen else None
 
 

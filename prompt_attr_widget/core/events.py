@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field, TypeAdapter
 
 from .schema import (
+    AnswerTokens,
     Call,
     CallKind,
     Evaluation,
@@ -44,6 +45,7 @@ class BaselineDone(BaseModel):
     type: Literal["baseline"] = "baseline"
     baseline: Call
     target: Target | None = None  # resolved against the baseline answer
+    tokens: AnswerTokens | None = None  # log-probability runs: the answer's tokens, scored under the whole prompt
 
 
 class NoiseMeasured(BaseModel):

@@ -36,7 +36,7 @@ def apply_event(record: RunRecord | None, event) -> RunRecord | None:
         record.status, record.reason, record.stopped_by, record.finished_at = "running", None, None, None
         record.resumed_at.append(event.at)
     elif isinstance(event, BaselineDone):
-        record.baseline, record.target = event.baseline, event.target
+        record.baseline, record.target, record.answer_tokens = event.baseline, event.target, event.tokens
     elif isinstance(event, NoiseMeasured):
         record.noise = event.noise
     elif isinstance(event, Evaluated):

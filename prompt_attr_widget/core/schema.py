@@ -14,7 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_serializer
 from .config import AttributionConfig
 from .options import REPLAYED
 
-SCHEMA_VERSION = 2  # 2 added scorer, target, noise floor, surrogate and faithfulness; 1 still loads
+# 3 added per-token log-probabilities (TokenValues, AnswerTokens); 2 added scorer, target, noise
+# floor, surrogate and faithfulness. 1 and 2 still load.
+SCHEMA_VERSION = 3
 Status = Literal["running", "finished", "aborted", "failed"]
 # What stopped an aborted run, when a rule did (not an interrupt): the budget.
 StoppedBy = Literal["budget"]
@@ -66,12 +68,56 @@ class Call(BaseModel):
     redactions: list[Redaction] = Field(default_factory=list)  # secrets masked in `output`
 
     @model_serializer(mode="wrap")
-    def _omit_no_redactions(self, handler):
-        """Leave out an empty `redactions`: runs without --redact store what they always did."""
+    def _omit_empty(self, handler):
+        """Leave out an empty `redactions` and an evaluation's absent `tokens`: runs without
+        --redact, and embedding runs, store what they always did."""
         data = handler(self)
         if not data.get("redactions"):
             data.pop("redactions", None)
+        if data.get("tokens", 0) is None:
+            data.pop("tokens")
         return data
+
+
+class TokenValues(BaseModel):
+    """The log-probability of every token of the baseline answer under one prompt, as float32.
+
+    Kept so that any part of the answer can be scored again later without a model call
+    (views/result.py: for_target). The numbers themselves live in the run folder's
+    `logprobs.f32` (store/tokens.py), 4 bytes each: JSON text cannot hold a float32 in fewer
+    than 5 characters. run.json and events.jsonl hold where they are (`at`, in floats from the
+    start of that file) and their CRC-32, so a truncated or edited file is detected, never
+    misread. In memory `values` holds them (float32, little-endian); it is never serialised.
+    """
+
+    count: int = Field(ge=0)
+    at: int | None = Field(default=None, ge=0)  # set when stored
+    crc32: int | None = None
+    offsets: list[int] | None = None  # where each token starts in the answer, when not as AnswerTokens.offsets
+    values: bytes | None = Field(default=None, exclude=True, repr=False)
+
+    @model_serializer(mode="wrap")
+    def _omit_usual_offsets(self, handler):
+        data = handler(self)
+        if data.get("offsets", 0) is None:
+            data.pop("offsets")
+        return data
+
+
+def covering(offsets: list[int], length: int, start: int, end: int) -> list[bool]:
+    """Which tokens (starting at `offsets`, the last ending at `length`) overlap characters
+    [start, end): the tokens whose log-probabilities score that part of the answer, for a
+    backend's answer (TokenLogprobs) and a stored one (AnswerTokens) alike."""
+    ends = [*offsets[1:], length]
+    return [a < end and b > start for a, b in zip(offsets, ends, strict=True)]
+
+
+class AnswerTokens(BaseModel):
+    """How the baseline answer is cut into tokens, and their log-probabilities under the whole prompt."""
+
+    offsets: list[int]  # where each token starts in the answer (characters)
+    length: int  # characters in the answer
+    baseline: TokenValues
 
 
 class Evaluation(Call):
@@ -85,6 +131,7 @@ class Evaluation(Call):
     target_logprob: float | None = None  # mean log-prob per target token (logprob scorer)
     purpose: Purpose = "attribution"
     repeat: int = 0  # which repeated baseline a noise evaluation is (1, 2, ...)
+    tokens: TokenValues | None = None  # log-probability runs (schema 3): every answer token's
 
 
 class Target(BaseModel):
@@ -93,6 +140,15 @@ class Target(BaseModel):
     text: str
     start: int
     end: int
+
+
+class Retargeted(BaseModel):
+    """A record that explains another part of its run's answer, scored from the stored evaluations."""
+
+    whole: Target | None  # what the run itself scored: None for the whole answer
+    scorer: str  # the run's own scorer (an embedding run's parts are scored by target overlap)
+    refined_by_whole: bool = False  # hierarchical: its passes refined what the run's own score found hot
+    unchecked: bool = False  # the run's faithfulness check could not be scored for this part (see notes)
 
 
 class SpanScore(BaseModel):
@@ -192,6 +248,7 @@ class RunRecord(BaseModel):
     surrogate: SurrogateFit | None = None
     faithfulness: Faithfulness | None = None
     baseline: Call | None = None
+    answer_tokens: AnswerTokens | None = None  # log-probability runs (schema 3)
     evaluations: list[Evaluation] = Field(default_factory=list)
     attribution: list[SpanScore] = Field(default_factory=list)
     spend: Spend = Field(default_factory=Spend)  # across every session of the run
@@ -202,6 +259,7 @@ class RunRecord(BaseModel):
     not_reproducible_because: str | None = None
     resumed_at: list[str] = Field(default_factory=list)  # when each resume began
     rerun_of: str | None = None  # the run this one repeated from its stored snapshot
+    retargeted: Retargeted | None = None  # not a stored run: another part of its answer (for_target)
 
     @property
     def settings(self) -> AttributionConfig:

@@ -163,7 +163,7 @@ class _Run:
         await self.scorer.prepare(self.evaluator, messages, self.base_call, self.target)
         self.ledger.timed("baseline_ms", t)
         if stored is None:
-            yield BaselineDone(baseline=self.base_call, target=self.target)
+            yield BaselineDone(baseline=self.base_call, target=self.target, tokens=self.scorer.answer_tokens)
 
     async def measure(self, dropped: tuple[int, ...], purpose: str, round_: int, repeat: int = 0) -> Evaluation:
         """Score the prompt with these spans deleted against the baseline."""

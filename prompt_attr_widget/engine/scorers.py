@@ -20,11 +20,13 @@ import inspect
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+import numpy as np
+
 from ..backends.base import Backend, LogprobBackend
 from ..core.config import AttributionConfig
 from ..core.errors import BackendError, UsageError
-from ..core.schema import Call, Evaluation, Target
-from ..stages.score import cosine, distance_score, target_lost
+from ..core.schema import AnswerTokens, Call, Evaluation, Target, TokenValues
+from ..stages.score import UNITS, cosine, distance_score, target_lost
 from .evaluate import Embedded, Evaluator
 
 
@@ -57,6 +59,7 @@ class Scorer:
         self.baseline: Call | None = None
         self.target: Target | None = None
         self.answer_range = (0, 0)  # the characters of the baseline answer that are scored
+        self.answer_tokens: AnswerTokens | None = None  # kept by scorers that score tokens (see prepare)
 
     async def prepare(self, evaluator: Evaluator, messages: list[dict], baseline: Call, target: Target | None) -> None:
         """Keep what later scores compare against; a request made here adds its cost to `baseline`."""
@@ -86,11 +89,14 @@ class Scorer:
 
 
 class LogprobScorer(Scorer):
-    """The drop in the baseline answer's (or target's) mean log-probability per token."""
+    """The drop in the baseline answer's (or target's) mean log-probability per token.
+
+    Every answer token's log-probability is kept with each score (TokenValues), so any
+    other part of the answer can be scored later from the same calls (stages/retarget.py).
+    """
 
     name = "logprob"
-    unit = "log-prob drop (nats/token)"
-    min_effect = 0.1
+    unit, min_effect = UNITS[name].unit, UNITS[name].min_effect
     needs_generation = False
     scores_baseline = True
 
@@ -103,6 +109,8 @@ class LogprobScorer(Scorer):
                 "the baseline answer is empty, so the log-probability scorer has nothing to score: "
                 "check the prompt and --max-tokens, or use --scorer embedding"
             )
+        self.answer_tokens = AnswerTokens(offsets=scored.offsets, length=scored.length,
+                                          baseline=token_values(scored.logprobs))
         add_cost(baseline, call.cost_usd)
 
     async def measure(self, evaluator, messages, repeat=0) -> Measured:
@@ -110,7 +118,9 @@ class LogprobScorer(Scorer):
         value = scored.mean_over(*self.answer_range)
         if value is None:
             raise BackendError("the server returned no log-probabilities for the answer's tokens")
-        return Measured(call, self.value - value, {"target_logprob": value}, value)
+        own = None if scored.offsets == self.answer_tokens.offsets else scored.offsets
+        tokens = token_values(scored.logprobs, own)
+        return Measured(call, self.value - value, {"target_logprob": value, "tokens": tokens}, value)
 
     def baseline_point(self):
         return self.value
@@ -126,8 +136,7 @@ class EmbeddingScorer(Scorer):
     """The embedding distance between the answer and the baseline answer."""
 
     name = "embedding"
-    unit = "embedding distance (0-1)"
-    min_effect = 0.05
+    unit, min_effect = UNITS[name].unit, UNITS[name].min_effect
 
     async def prepare(self, evaluator, messages, baseline, target) -> None:
         await super().prepare(evaluator, messages, baseline, target)
@@ -163,8 +172,7 @@ class TargetOverlapScorer(Scorer):
     """The share of the target's words lost from the answer (black-box APIs with a target)."""
 
     name = "target_overlap"
-    unit = "share of target lost (0-1)"
-    min_effect = 0.2
+    unit, min_effect = UNITS[name].unit, UNITS[name].min_effect
 
     async def score_answer(self, evaluator, call) -> Measured:
         return Measured(call, target_lost(self.target.text, call.output), {}, call.output)
@@ -178,6 +186,11 @@ class TargetOverlapScorer(Scorer):
     def distance(self, a, b) -> float:
         target = self.target.text
         return abs(target_lost(target, a) - target_lost(target, b))
+
+
+def token_values(logprobs: list[float], offsets: list[int] | None = None) -> TokenValues:
+    """Per-token log-probabilities as stored: float32 (7 significant digits, far below any noise floor)."""
+    return TokenValues(count=len(logprobs), offsets=offsets, values=np.asarray(logprobs, dtype="<f4").tobytes())
 
 
 SCORERS: dict[str, type[Scorer]] = {s.name: s for s in (LogprobScorer, EmbeddingScorer, TargetOverlapScorer)}

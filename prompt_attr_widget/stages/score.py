@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -28,6 +29,22 @@ from ..core.errors import BackendError, UsageError
 from ..core.schema import Target
 
 _WORD = re.compile(r"\w+")
+
+
+@dataclass(frozen=True)
+class Unit:
+    """What a scorer's numbers mean, and the smallest of them worth reporting (the noise
+    floor's lowest value, unless the config gives one)."""
+
+    unit: str
+    min_effect: float
+
+
+UNITS = {
+    "logprob": Unit("log-prob drop (nats/token)", 0.1),
+    "embedding": Unit("embedding distance (0-1)", 0.05),
+    "target_overlap": Unit("share of target lost (0-1)", 0.2),
+}
 
 
 def cosine(a: Sequence[float], b: Sequence[float]) -> float:

@@ -34,6 +34,7 @@ from ..core.events import (
 )
 from ..core.reducer import apply_event
 from ..core.schema import RunRecord, inconsistency
+from .tokens import TokenFile, attach
 
 try:  # POSIX advisory locks: one writer per run folder
     import fcntl
@@ -133,6 +134,7 @@ class RunWriter:
         self.record: RunRecord | None = None
         self.run_id: str | None = None
         self._events = None
+        self._tokens: TokenFile | None = None  # logprobs.f32: the per-token numbers of the events
         self._started = False  # the run's first event is on disk (a resumed run's always is)
         self._early: list = []  # spend of calls made before RunStarted (the log-prob probe)
 
@@ -171,12 +173,15 @@ class RunWriter:
     def release(self) -> None:
         """Unlock. A folder that holds no usable run (refused before it began, or its first
         event never reached the disk) is removed, so no half-made run is left behind."""
+        if self._tokens is not None:
+            with contextlib.suppress(OSError):
+                self._tokens.close()
         if self._events is not None and not self._events.closed:
             with contextlib.suppress(OSError):
                 self._events.close()  # closing the file releases its lock
         if self.run_id is None or self._started:
             return
-        for name in ("events.jsonl", "run.json", "summary.json"):
+        for name in ("events.jsonl", "run.json", "summary.json", "logprobs.f32"):
             with contextlib.suppress(OSError):
                 (self.path / name).unlink()
         with contextlib.suppress(OSError):
@@ -188,6 +193,11 @@ class RunWriter:
             return event  # derivable from the other events; not worth the disk
         if self.redactor is not None:
             event = self.redactor(event)
+        if self._tokens is not None:
+            try:
+                event = self._tokens.place(event)  # its numbers on disk before the event names them
+            except OSError as exc:
+                raise _disk_error("append to", self._tokens.path, exc) from None
         self.record = apply_event(self.record, event)
         if isinstance(event, RunStarted):
             self.run_id = self.record.run_id
@@ -249,6 +259,7 @@ class RunWriter:
             self._events = open(self.path / "events.jsonl", "a", encoding="utf-8")  # noqa: SIM115 - open for the run's life
         except OSError as exc:
             raise _disk_error("append to", self.path / "events.jsonl", exc) from None
+        self._tokens = TokenFile(self.path)
         if fcntl is None:
             return
         try:
@@ -277,6 +288,8 @@ class RunWriter:
 
     def _close(self) -> None:
         try:
+            self._tokens.sync()
+            self._tokens.close()
             os.fsync(self._events.fileno())
             self._write_record()
             self._events.close()  # and with it the lock
@@ -389,6 +402,7 @@ def read_run(run_id: str, runs_dir: Path) -> RunRecord:
     problem = inconsistency(record)
     if problem:
         raise PromptAttrError(f"run {path.name} is corrupted ({problem})")
+    attach(record, path)
     return record
 
 
@@ -422,7 +436,10 @@ def replay_events(path: Path, live: bool = False) -> RunRecord | None:
     A run that never reached its end is `aborted`, unless it is `live`
     (another process is writing it right now): then it is still running.
     """
-    return _replay(Path(path), live)[0]
+    record = _replay(Path(path), live)[0]
+    if record is not None:
+        attach(record, Path(path))
+    return record
 
 
 @dataclass

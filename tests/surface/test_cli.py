@@ -58,7 +58,7 @@ def test_run_json_is_the_run_record(prompt_file, capsys):
     code, out, _ = run_cli("run", prompt_file, "--model", "fake", "--json", capsys=capsys)
     assert code == 0
     record = json.loads(out)
-    assert record["status"] == "finished" and record["schema_version"] == 2
+    assert record["status"] == "finished" and record["schema_version"] == 3
     assert len(record["attribution"]) == len(record["spans"])
     code, out, _ = run_cli("ls", "--json", capsys=capsys)
     assert json.loads(out)[0]["run_id"] == record["run_id"]
