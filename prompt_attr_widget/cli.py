@@ -107,6 +107,12 @@ def _parser() -> argparse.ArgumentParser:
     show = sub.add_parser("show", help="replay a saved run (no model calls); RUN_ID may be a prefix or 'latest'")
     show.add_argument("run_id", metavar="RUN_ID")
     show.add_argument("--runs-dir")
+    part = show.add_mutually_exclusive_group()
+    part.add_argument("--target", metavar="TEXT|START:END",
+                      help="explain this part of the answer, scored from the stored evaluations (no model call): "
+                           "text of the answer, or START:END (two whole numbers) for a range of its characters")
+    part.add_argument("--by-sentence", action="store_true",
+                      help="for each sentence of the answer, the prompt spans that caused it (no model call)")
     _add_output_options(show)
     return p
 
@@ -447,9 +453,28 @@ def _cmd_export(args) -> int:
 def _cmd_show(args) -> int:
     folder = resolve_runs_dir(args.runs_dir)
     result = Attribution(read_run(args.run_id, folder), folder)
+    if args.by_sentence:
+        explanation = result.explain()
+        if args.json:
+            print(safe_json_text(json.dumps({"run_id": result.run_id, **explanation.as_dict(result.matrix())},
+                                            indent=1, ensure_ascii=False)))
+        else:
+            print(safe_terminal_text(repr(explanation)))
+            print(f"  scored from run {result.run_id}'s stored evaluations, no model call")
+        return 0
+    if args.target is not None:
+        result = result.for_target(_target_arg(args.target))
     color = not args.no_color and sys.stdout.isatty() and "NO_COLOR" not in os.environ
     print_result(result, as_json=args.json, color=color, top=args.top)
     return 0
+
+
+def _target_arg(text: str) -> str | tuple[int, int]:
+    """`--target` of `show`: START:END (two whole numbers) is a character range, anything else text."""
+    start, sep, end = text.partition(":")
+    if sep and start.isdecimal() and end.isdecimal():
+        return int(start), int(end)
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,8 +36,6 @@ _ABBREVIATIONS = frozenset(
 )
 
 
-
-
 class _Block(tuple):
     """(start, end, kind) of a structural block; a tuple for speed."""
 
@@ -256,6 +254,34 @@ _RANGES = {
     "line": _by_line,
     "tokens": _by_tokens,
 }
+
+
+def answer_parts(answer: str) -> list[Span]:
+    """The parts of a model's answer a reader points at: its sentences, each list item and each
+    line of code on its own, headings whole, with exact character ranges into `answer`.
+
+    The answer is a model's, not a prompt: the fallback to finer levels does not apply (a
+    one-sentence answer is one part), fence marker lines are no part, and an empty answer has none.
+    """
+    ranges = []
+    for start, end, kind in _blocks(answer):
+        if kind == "fence":
+            lines = [(start + a, start + b) for a, b, _ in _lines(answer[start:end])]
+            ranges += [(a, b, "code") for a, b in lines[1:] if not _FENCE.match(answer, a, b)]
+        elif kind == "heading":
+            ranges.append((start, end, kind))
+        else:
+            for item_start, item_end, item_kind in _list_items(answer, start, end):
+                if item_kind == "list":
+                    ranges += [(item_start + a, item_start + b, "list") for a, b, _ in _lines(answer[item_start:item_end])]
+                else:
+                    ranges += [(a, b, item_kind) for a, b in _sentences(answer, item_start, item_end)]
+    parts = []
+    for start, end, kind in ranges:
+        start, end = _trim(answer, start, end)
+        if end > start:
+            parts.append(Span(index=len(parts), start=start, end=end, text=answer[start:end], kind=kind))
+    return parts
 
 
 def _user_spans(prompt: str, spans: Sequence[tuple[int, int]]) -> list[Span]:

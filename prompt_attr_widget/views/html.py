@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from ..core.schema import RunRecord
 from ..core.text import one_line, safe_html_text
+from .parts import drive_text, drives_of
 from .scale import heat, heat_css, legend_note, plus_minus, run_notes, scale_max, signal, unrefined
 
 # Text reads from the left: Jupyter's and nbconvert's stylesheets right-align table cells.
@@ -40,7 +41,9 @@ def saved_view_html(view_key: str, body: str) -> str:
     return f'<div class="prompt-attr-saved" data-prompt-attr-view="{safe_html_text(view_key)}">{_HIDE_UNDRAWABLE}{body}</div>'
 
 
-def heatmap_html(record: RunRecord, top_k: int = 5) -> str:
+def heatmap_html(record: RunRecord, top_k: int = 5, drives: dict | None = None) -> str:
+    """`drives`: the answer part each span drives (views/parts.py), computed here when not given."""
+    drives = drives_of(record) if drives is None else drives
     scores = {s.index: s for s in record.attribution}
     top = scale_max(record)
     parts, cursor = [], 0
@@ -66,16 +69,19 @@ def heatmap_html(record: RunRecord, top_k: int = 5) -> str:
         cursor = span.end
     parts.append(safe_html_text(record.prompt[cursor:]))
     ranked = record.ranked()[:top_k]
+    driving = any(r.index in drives for r in ranked)
     rows = "".join(
         f"<tr><td>{r.index}</td><td>{r.score:.3f}{'' if r.resolved else '*'}{plus_minus(r)}</td>"
-        f"<td>{signal(r)}</td><td{LEFT}>{safe_html_text(one_line(record.spans[r.index].text, 80))}</td></tr>"
+        f"<td>{signal(r)}</td><td{LEFT}>{safe_html_text(one_line(record.spans[r.index].text, 80))}</td>"
+        + (f"<td{LEFT}>{safe_html_text(drive_text(drives.get(r.index)))}</td>" if driving else "")
+        + "</tr>"
         for r in ranked
     )
     notes = "".join(f"<li>{safe_html_text(n)}</li>" for n in run_notes(record))
     key = legend_note(record.noise.floor if record.noise else None, unrefined(record))
     key = f"; {key}" if key else ""
     if any(not r.resolved for r in ranked):
-        rows += f'<tr><td colspan="4"{LEFT}>* a share of a group the hierarchical pass did not refine</td></tr>'
+        rows += f'<tr><td colspan="{4 + driving}"{LEFT}>* a share of a group the hierarchical pass did not refine</td></tr>'
     baseline = safe_html_text(record.baseline.output) if record.baseline else "(no baseline)"
     status = safe_html_text(record.status + (f": {record.reason}" if record.reason else ""))
     return (
@@ -88,7 +94,8 @@ def heatmap_html(record: RunRecord, top_k: int = 5) -> str:
         '<pre style="white-space:pre-wrap;word-break:break-word;font-family:ui-monospace,monospace;'
         f'line-height:1.6;padding:8px;border:1px solid #ccc">{"".join(parts)}</pre>'
         f"<div><b>Baseline output</b></div><pre style=\"white-space:pre-wrap\">{baseline}</pre>"
-        f"<table><thead><tr><th>span</th><th>score</th><th>above noise</th><th{LEFT}>text</th></tr></thead>"
+        f"<table><thead><tr><th>span</th><th>score</th><th>above noise</th><th{LEFT}>text</th>"
+        + (f"<th{LEFT}>drives</th>" if driving else "") + "</tr></thead>"
         f"<tbody>{rows}</tbody></table>"
         "</div>"
     )

@@ -9,10 +9,19 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..core.schema import RunRecord, rank
+from ..core.schema import RunRecord, Target, rank
 from ..core.text import one_line
 from .export import dump_json
 from .html import heatmap_html
+from .parts import (
+    AnswerMatrix,
+    AnswerPart,
+    Explanation,
+    answer_matrix,
+    drive_label,
+    drives,
+    explain,
+)
 from .scale import run_notes
 
 
@@ -64,6 +73,49 @@ class Attribution:
                 )
             )
         self.spans: list[SpanResult] = spans
+        self._matrix: AnswerMatrix | None = None
+
+    # -- any part of the answer, from the stored evaluations (no model call) --------------------
+
+    def for_target(self, target: str | tuple[int, int] | Target) -> Attribution:
+        """The attribution of one part of the answer: its text, or a (start, end) character range.
+
+        Computed from the run's stored evaluations with no model call, by the rules a run
+        with `target=` follows (stages/retarget.py): equal to such a run with the same masks,
+        for leave-one-out and the surrogate; a hierarchical run's groups are those its own
+        score refined, as its notes say. An embedding run's parts are scored by target overlap.
+        """
+        from ..stages.retarget import retarget
+
+        return Attribution(retarget(self.record, target), self.runs_dir)
+
+    def answer_sentences(self) -> list[AnswerPart]:
+        """The baseline answer in parts: sentences, each list item's lines, each line of code."""
+        from ..stages.retarget import parts_of
+
+        return [AnswerPart.of(p) for p in parts_of(self.record)]
+
+    def matrix(self) -> AnswerMatrix:
+        """Attribution of every answer sentence (rows) to every prompt span (columns); no model call."""
+        if self._matrix is None:
+            self._matrix = answer_matrix(self.record)
+        return self._matrix
+
+    def explain(self) -> Explanation:
+        """For each answer sentence, the prompt spans that significantly caused it."""
+        return explain(self.matrix())
+
+    def drives(self) -> dict[int, AnswerPart]:
+        """For an untargeted run, the answer sentence each span moves most (where significant)."""
+        if self.record.target is not None or self.matrix_error() is not None:
+            return {}
+        return drives(self.record, self.matrix())
+
+    def matrix_error(self) -> str | None:
+        """Why the answer's parts cannot be scored from this run, or None."""
+        from ..stages.retarget import can_retarget
+
+        return can_retarget(self.record)
 
     @property
     def run_id(self) -> str:
@@ -137,13 +189,15 @@ class Attribution:
         return run_report(self.record)
 
     def _repr_html_(self) -> str:
-        return heatmap_html(self.record)
+        return heatmap_html(self.record, drives=self.drives())
 
     def __repr__(self) -> str:
         top = self.top(1)
         best = f", top span {top[0].index} ({top[0].score:.3f})" if top and top[0].score > 0 else ""
         if top and top[0].significant is False:
             best += " below the noise floor"
+        elif top and top[0].index in self.drives():
+            best += f", {drive_label(self.drives()[top[0].index], 40)}"
         return (
             f"<Attribution {self.run_id} {self.status}: {len(self.spans)} spans, "
             f"{len(self.record.evaluations)} evaluations, model {self.record.backend.model}{best}>"

@@ -150,6 +150,8 @@ def run_notes(record: RunRecord) -> list[str]:
         notes = [f"estimator: hierarchical (refine threshold {c.refine_threshold:g})"]
     target = f" of the target {record.target.text!r}" if record.target else ""
     notes.append(f"score: {record.score_unit}{target}")
+    if record.retargeted:
+        notes.extend(retarget_notes(record))
     if record.noise:
         n = record.noise
         above = sum(bool(s.significant) for s in record.attribution)
@@ -172,6 +174,23 @@ def run_notes(record: RunRecord) -> list[str]:
         notes.append(line)
     if record.redacted:
         notes.append(redaction_note(record))
+    return notes
+
+
+def retarget_notes(record: RunRecord) -> list[str]:
+    """What a view of another part of the answer is: computed, not measured, and what that leaves out."""
+    r = record.retargeted
+    whole = "the whole answer" if r.whole is None else f"the target {r.whole.text!r}"
+    notes = [f"this part ({record.target.start}:{record.target.end} of the answer) is scored from run "
+             f"{record.run_id}'s stored evaluations, no model call; the run itself scored {whole}"]
+    if r.scorer != record.scorer:
+        notes.append(f"scored by the target overlap of the stored answers (the run measured {r.scorer})")
+    if r.refined_by_whole:
+        notes.append(f"hierarchical: the passes refined the groups that {whole} found hot, so a span of a group "
+                     "they did not refine shares its group's score here (a run with --target refines for this part)")
+    if r.unchecked:
+        notes.append("check: not measured for this part (its top spans were never deleted together in the run; "
+                     "a run with --target measures it)")
     return notes
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from ..core.schema import RunRecord
 from ..core.text import one_line, safe_terminal_text
+from .parts import drive_label, drives_of
 from .scale import heat, legend_note, run_notes, scale_max, signal, unrefined
 
 # xterm-256 backgrounds, pale to strong red; a level of 0 (or a little more) is the palest
@@ -36,14 +37,19 @@ def heatmap_terminal(record: RunRecord, color: bool = True) -> str:
     return "".join(out)
 
 
-def top_table(record: RunRecord, k: int = 5) -> str:
+def top_table(record: RunRecord, k: int = 5, drives: dict | None = None) -> str:
+    """The top spans; for an untargeted run each with the answer sentence it drives (`drives`,
+    views/parts.py, computed here when not given)."""
+    drives = drives_of(record) if drives is None else drives
     ranked = record.ranked()[:k]
     lines = [f"{'rank':>4}  {'span':>4}  {'score':>7}  {'±':>6}  {'signal':<5}  text"]
     for rank, s in enumerate(ranked, 1):
         mark = "" if s.resolved else "*"
         err = "" if s.stderr is None else f"{s.stderr:.3f}"
         text = safe_terminal_text(one_line(record.spans[s.index].text, 60))
-        lines.append(f"{rank:>4}  {s.index:>4}  {s.score:>6.3f}{mark:1}  {err:>6}  {signal(s):<5}  {text}")
+        driven = drive_label(drives.get(s.index), 50)
+        driven = f"\n{'':>36}{safe_terminal_text(driven)}" if driven else ""
+        lines.append(f"{rank:>4}  {s.index:>4}  {s.score:>6.3f}{mark:1}  {err:>6}  {signal(s):<5}  {text}{driven}")
     floor = record.noise.floor if record.noise else None
     key = legend_note(floor, unrefined(record), marker="*")
     if key:  # what the heat-map leaves uncoloured (marked ~ without colour) and what * means

@@ -38,6 +38,7 @@ from pathlib import Path
 import anywidget
 import traitlets as t
 
+from ..core.errors import UsageError
 from ..core.events import (
     BaselineDone,
     Estimate,
@@ -52,9 +53,11 @@ from ..core.events import (
 )
 from ..core.reducer import apply_event
 from ..core.schema import RunRecord
-from ..core.text import safe_html_text, usd
+from ..core.text import one_line, safe_html_text, usd
 from ..stages.align import word_diff
+from ..stages.retarget import can_retarget, parts_of, retarget
 from .html import heatmap_html, saved_view_html
+from .parts import answer_matrix, drive_label, drives
 from .result import Attribution
 from .scale import (
     MIN_TOP,
@@ -70,6 +73,7 @@ from .scale import (
 )
 
 FLUSH_INTERVAL_S = 0.1
+PARTS_INTERVAL_S = 1.0  # a live run's answer-part views are recomputed at most this often between passes
 TOP_K = 5  # spans in the widget's ranking
 MAX_DIFF_WORDS_PRODUCT = 4_000_000  # longer answer pairs are shown undiffed
 LIVE_VIEW_TEXT = ""  # where the live view cannot be drawn, its saved view after it says everything
@@ -179,6 +183,14 @@ class AttributionWidget(_TwoOutputs):
     delta = t.Dict().tag(sync=True)
     progress = t.Dict().tag(sync=True)
     stop_requested = t.Bool(False).tag(sync=True)
+    # Any part of the answer, from the evaluations so far (no model call; stages/retarget.py):
+    answer_parts = t.List().tag(sync=True)  # [{pre, text, kind}]: the baseline answer in its parts
+    answer_tail = t.Unicode("").tag(sync=True)
+    part_views = t.List().tag(sync=True)  # one per part: what the heat-map shows for it (see _view)
+    parts_note = t.Unicode("").tag(sync=True)  # why the parts cannot be scored ("" when they can)
+    drives = t.List().tag(sync=True)  # per span: "drives: '…'" for an untargeted run, else ""
+    focus = t.Dict().tag(sync=True)  # {seq, start, end}: a selection of the answer, set by the browser
+    focus_view = t.Dict().tag(sync=True)  # the kernel's answer to `focus`: a view as in part_views, or an error
 
     def __init__(self, record: RunRecord | None = None, **kwargs):
         super().__init__(**kwargs)
@@ -201,6 +213,10 @@ class AttributionWidget(_TwoOutputs):
         self._restyle = False  # every span's colour changed (the floor arrived): the next delta sends all
         self._ranking: list[int] = []
         self._diffs: dict[int, list | None] = {}  # evaluation id: its answer's diff against the baseline
+        self._parts_at = 0.0  # when the part views were last computed
+        self._parts_stale = False  # evaluations arrived since
+        self._drives: dict = {}  # span index: the answer part it drives (views/parts.py)
+        self.observe(self._on_focus, names="focus")
         if record is not None:
             self._load(record)
 
@@ -217,6 +233,7 @@ class AttributionWidget(_TwoOutputs):
             self.spans, self.tail = _span_pieces(record)
             self.baseline = record.baseline.output if record.baseline else ""
             self._send_checkpoint(with_outputs=True)
+            self._send_parts(final=record.status != "running")
             self.progress = _shown_progress(record, self._last_progress, self._passes)
 
     # -- the event sink -----------------------------------------------------
@@ -236,6 +253,7 @@ class AttributionWidget(_TwoOutputs):
                 return
             if isinstance(event, Evaluated):
                 self._note_evaluation(event)
+                self._parts_stale = True
             if isinstance(event, Estimate):
                 self._passes += 1
             if isinstance(event, NoiseMeasured):
@@ -267,10 +285,13 @@ class AttributionWidget(_TwoOutputs):
                 # answers sent in earlier deltas must be in it (and a view opened
                 # mid-run catches up on them here).
                 self._send_checkpoint(with_outputs=True)
+                self._send_parts(final=final)
                 # and the saved view: a notebook saved mid-run (JupyterLab autosaves) keeps the last pass
                 self.refresh_saved_view()
             else:
                 self._send_delta(list(self._pending_scores.values()), self._pending_outputs)
+                if self._parts_stale and time.monotonic() - self._parts_at >= PARTS_INTERVAL_S:
+                    self._send_parts(final=False)
             self._pending_scores, self._pending_outputs = {}, []
             if final or self._header_dirty:
                 self._send_header()
@@ -357,6 +378,69 @@ class AttributionWidget(_TwoOutputs):
             self.outputs = {str(e.id): self._diff(e) for e in r.evaluations}
         self.delta = {}
 
+    # -- any part of the answer ---------------------------------------------
+
+    def _send_parts(self, *, final: bool) -> None:
+        """The answer in its parts and, for each, the heat-map that part's own score gives,
+        from the evaluations so far (no model call). A live surrogate run refits them only
+        with its estimates, as its whole-answer view; the bootstrap's errors come at the end."""
+        self._parts_at, self._parts_stale = time.monotonic(), False
+        r = self.record
+        if r is None or r.baseline is None or r.baseline.output is None:
+            return
+        live_surrogate = r.status == "running" and r.settings.method == "surrogate"
+        if live_surrogate and not final and not r.attribution:
+            return  # nothing fitted yet
+        parts = parts_of(r)
+        if not self.answer_parts:
+            self.answer_parts, self.answer_tail = _answer_pieces(r.baseline.output, parts)
+        why = can_retarget(r)
+        if why is not None or not r.evaluations:
+            self.parts_note, self.part_views, self.drives = why or "", [], []
+            return
+        matrix = answer_matrix(r, bootstrap=None if final else 0)
+        self._drives = drives(r, matrix)
+        self.parts_note = ""
+        self.part_views = [self._view(part_record, label=_part_label(p)) for p, part_record in
+                           zip(matrix.parts, matrix.records, strict=True)]
+        self.drives = [drive_label(self._drives.get(i)) for i in range(len(r.spans))]
+
+    def _view(self, record: RunRecord, label: str) -> dict:
+        """What the heat-map draws for one part: colours, noise, scores, ranking, legend, notes."""
+        by_index = {s.index: s for s in record.attribution}
+        rows = [_Shown(i, s.score, s.resolved, s.evaluation, s.stderr, s.significant) if (s := by_index.get(i))
+                else _Shown(i) for i in range(len(record.spans))]
+        top = scale_top(row.score for row in rows)
+        painted = [paint(row.score, row.significant, top) for row in rows]
+        floor = record.noise.floor if record.noise else None
+        return {
+            "label": label,
+            "start": record.target.start,
+            "end": record.target.end,
+            "scores": [None if row.score is None else round(row.score, 6) for row in rows],
+            "stderr": [None if row.stderr is None else round(row.stderr, 6) for row in rows],
+            "resolved": [row.resolved for row in rows],
+            "heat": [p[0] for p in painted],
+            "muted": [p[1] for p in painted],
+            "ranking": top_indices(rows, TOP_K),
+            "scale": legend(top, record.score_unit, floor, _refines(record)),
+            "notes": run_notes(record),
+        }
+
+    def _on_focus(self, change) -> None:
+        """The browser asks for a selected range of the answer: one kernel round-trip, no model call."""
+        focus = change["new"] or {}
+        seq = focus.get("seq")
+        with self._lock:
+            try:
+                if self.record is None:
+                    raise UsageError("the run has no answer yet")
+                part = retarget(self.record, (int(focus["start"]), int(focus["end"])))
+                view = self._view(part, label=_part_label(part.target))
+            except (UsageError, KeyError, TypeError, ValueError) as exc:
+                view = {"error": str(exc) if isinstance(exc, UsageError) else "not a range of the answer"}
+        self.focus_view = {"seq": seq, **view}
+
     def _send_header(self) -> None:
         self._header_dirty = False
         r = self.record
@@ -413,7 +497,7 @@ class AttributionWidget(_TwoOutputs):
                 "<code>%attribute_show RUN_ID</code> replays one.</p>"
             )
         again = "" if r.status == "running" else " (run the cell again for the interactive one)"
-        return heatmap_html(r) + (
+        return heatmap_html(r, drives=self._drives) + (
             f'<p style="color:#666;font-size:12px">The saved heat-map{again}; '
             f"<code>%attribute_show {safe_html_text(r.run_id)}</code> replays the run, no model calls.</p>"
         )
@@ -426,6 +510,20 @@ class AttributionWidget(_TwoOutputs):
         top = next(iter(r.ranked()), None)
         best = f"; top span {top.index}: {' '.join(r.spans[top.index].text.split())[:60]!r}" if top else ""
         return f"AttributionWidget({r.status}, {len(r.spans)} spans, {len(r.evaluations)} evaluations, model {r.backend.model}{best})"
+
+
+def _answer_pieces(answer: str, parts) -> tuple[list[dict], str]:
+    """The answer's parts with the gap before each, as the prompt's spans are sent."""
+    pieces, cursor = [], 0
+    for p in parts:
+        pieces.append({"text": p.text, "pre": answer[cursor : p.start], "kind": p.kind})
+        cursor = p.end
+    return pieces, answer[cursor:]
+
+
+def _part_label(part) -> str:
+    """How the view names the part it explains (a Span of the answer, or a Target)."""
+    return f"characters {part.start}:{part.end} of the answer: {one_line(part.text, 80)!r}"
 
 
 def _span_pieces(record: RunRecord) -> tuple[list[dict], str]:

@@ -312,3 +312,57 @@ def test_an_answer_does_not_depend_on_the_previous_call():
     asyncio.run(backend.logprob(other, first))
     scored.append(asyncio.run(backend.logprob(italian, first)).logprobs)
     assert scored[0] == scored[1] == scored[2]
+
+
+def _count_model_calls(m: pytest.MonkeyPatch) -> dict:
+    """Count every call that reaches the local model, for the rest of monkeypatch context `m`."""
+    import prompt_attr_widget.backends.local as local_mod
+
+    counts = {"calls": 0}
+    for name in ("_complete_sync", "_embed_sync", "_logprob_sync"):
+        real = getattr(local_mod.LocalBackend, name)
+
+        def counted(self, *args, _real=real, **kwargs):
+            counts["calls"] += 1
+            return _real(self, *args, **kwargs)
+
+        m.setattr(local_mod.LocalBackend, name, counted)
+    return counts
+
+
+@pytest.mark.local
+@pytest.mark.parametrize("method", ["loo", "surrogate"])
+def test_any_part_of_the_answer_from_stored_evaluations_equals_a_targeted_run(runs_dir, monkeypatch, method, capsys):
+    """An untargeted run, then two parts of its answer explained with zero model calls, each equal
+    (within 1e-3) to a fresh uncached run targeted at that part with the same masks."""
+    from prompt_attr_widget.cli import main
+
+    options = {"model": "local", "method": method, "masks": 16, "max_tokens": 48, "faithfulness": "off",
+               "cache": False, "runs_dir": runs_dir}
+    with monkeypatch.context() as m:
+        counts = _count_model_calls(m)
+        whole = prompt_attr.attribute(PROMPT, **options)
+        assert whole.status == "finished" and counts["calls"] > 0
+        parts = whole.answer_sentences()
+        assert len(parts) >= 2, whole.baseline
+        chosen = [parts[0], parts[-1]]
+        before = counts["calls"]
+        derived = [whole.for_target((p.start, p.end)) for p in chosen]
+        matrix = whole.matrix()
+        assert main(["show", whole.run_id, "--runs-dir", str(runs_dir), "--target", f"{chosen[1].start}:{chosen[1].end}",
+                     "--no-color"]) == 0
+        assert counts["calls"] == before  # for_target, matrix() and show --target asked the model nothing
+    shown = capsys.readouterr().out
+    assert "no model call" in shown
+    for part, view, row in zip(chosen, derived, (0, len(parts) - 1), strict=True):
+        fresh = prompt_attr.attribute(PROMPT, target=(part.start, part.end), **options)
+        assert fresh.record.target == view.record.target
+        for a, b in zip(view.spans, fresh.spans, strict=True):
+            assert a.score == pytest.approx(b.score, abs=1e-3), (part, a, b)
+            assert (a.stderr is None) == (b.stderr is None)
+            if a.stderr is not None:
+                assert a.stderr == pytest.approx(b.stderr, abs=1e-3)
+            assert a.significant == b.significant
+        assert [s.score for s in view.spans] == pytest.approx(list(matrix.scores[row]), abs=1e-9)
+    # the parts tell apart what the whole answer blends: each sentence's top span is its own fact
+    assert derived[0].top(1)[0].index != derived[1].top(1)[0].index
