@@ -27,6 +27,7 @@ ALPHA_RATIO = 0.01
 BOOTSTRAP = 100
 _ITERATIONS = 500
 _TOLERANCE = 1e-5  # stop when no weight moves more than this share of the largest weight
+CHECK_EVERY = 5  # iterations between convergence checks
 
 
 @dataclass
@@ -79,7 +80,13 @@ def fit(x: np.ndarray, y: np.ndarray, *, seed: int, bootstrap: int = BOOTSTRAP) 
 
 
 def _lasso_batch(xs: np.ndarray, ys: np.ndarray, alpha: float, start: np.ndarray | None = None) -> np.ndarray:
-    """min_w 1/(2m)·‖y − Xw‖² + α‖w‖₁ for a batch of centred (X, y), by FISTA."""
+    """min_w 1/(2m)·‖y − Xw‖² + α‖w‖₁ for a batch of centred (X, y), by FISTA.
+
+    The bootstrap's 100 problems often need every one of the iterations, so each iteration
+    is kept to a few whole-array operations: the step is folded into the Gram matrix and
+    its right-hand side, the soft threshold is one clamp, and convergence is checked every
+    CHECK_EVERY iterations (a few more steps than needed are harmless: FISTA only improves).
+    """
     batch, m, n = xs.shape
     # The gradient needs X^T X w - X^T y: with fewer spans than masks the n×n
     # Gram matrix is the cheaper operand, otherwise the m×n matrix itself.
@@ -91,20 +98,23 @@ def _lasso_batch(xs: np.ndarray, ys: np.ndarray, alpha: float, start: np.ndarray
     else:
         lipschitz = np.linalg.norm(xs, ord=2, axis=(1, 2)) ** 2 / m
     step = (1.0 / np.maximum(lipschitz, 1e-12))[:, None]
+    threshold = step * alpha
+    if gram:
+        a_step, c_step = a * step[..., None], c * step  # u = z - step·(A z - c) = z - (step·A) z + step·c
     w = np.zeros((batch, n)) if start is None else np.tile(start, (batch, 1))
     z, t = w.copy(), 1.0
-    for _ in range(_ITERATIONS):
+    for iteration in range(1, _ITERATIONS + 1):
         if gram:
-            grad = (a @ z[..., None])[..., 0] - c
+            u = z - (a_step @ z[..., None])[..., 0] + c_step
         else:
             resid = (xs @ z[..., None])[..., 0] - ys
-            grad = (resid[:, None, :] @ xs)[:, 0, :] / m
-        u = z - step * grad
-        w_next = np.sign(u) * np.maximum(np.abs(u) - step * alpha, 0.0)
+            u = z - step * (resid[:, None, :] @ xs)[:, 0, :] / m
+        w_next = u - np.minimum(np.maximum(u, -threshold), threshold)  # the soft threshold (faster than np.clip)
         t_next = (1 + np.sqrt(1 + 4 * t * t)) / 2
-        z = w_next + (t - 1) / t_next * (w_next - w)
-        scale = max(np.abs(w_next).max(initial=0.0), 1e-12)
-        if np.abs(w_next - w).max(initial=0.0) <= _TOLERANCE * scale:
-            return w_next
+        z = w_next + ((t - 1) / t_next) * (w_next - w)
+        if iteration % CHECK_EVERY == 0:
+            scale = max(np.abs(w_next).max(initial=0.0), 1e-12)
+            if np.abs(w_next - w).max(initial=0.0) <= _TOLERANCE * scale:
+                return w_next
         w, t = w_next, t_next
     return w
