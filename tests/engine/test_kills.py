@@ -316,3 +316,53 @@ def test_a_run_killed_mid_call_shows_what_it_counts_for_the_calls_in_flight(tmp_
     code, out, err = finish(cli(folders, "show", "latest", "--no-color"), "show")
     assert code == 0, err
     assert "of it for calls in flight when the run stopped" in out, out
+
+
+TOKENS_CHILD = """
+import sys
+import prompt_attr
+from prompt_attr_widget.backends.fake import FakeBackend
+
+def tell(event):
+    print(type(event).__name__, flush=True)
+
+args = dict(backend=FakeBackend(logprobs=True, latency=0.06), runs_dir=sys.argv[1], method="loo", cache=False,
+            concurrency=3, on_event=tell)
+if len(sys.argv) > 2:
+    prompt_attr.attribute(resume=sys.argv[2], **args)
+else:
+    prompt_attr.attribute(PROMPT, **args)
+""".replace("PROMPT", repr(PROMPT))
+
+
+@pytest.mark.parametrize(("evaluated", "then"), [(1, 0.0), (3, 0.01), (5, 0.02), (8, 0.0)])
+def test_a_killed_log_probability_run_keeps_every_stored_token_number_and_resumes_to_the_same_parts(
+        tmp_path, evaluated, then):
+    """SIGKILL at any moment: every evaluation events.jsonl names has its numbers in logprobs.f32
+    (they are written first), and the resumed run explains any part as a clean run does."""
+    import prompt_attr
+    from prompt_attr_widget.backends.fake import FakeBackend
+
+    runs = tmp_path / "runs"
+    proc = subprocess.Popen([sys.executable, "-c", TOKENS_CHILD, str(runs)], stdout=subprocess.PIPE, text=True)
+    seen = 0
+    for line in proc.stdout:
+        seen += line.strip() == "Evaluated"
+        if seen == evaluated:
+            break
+    time.sleep(then)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=STEP_S)
+    (run_id,) = [p.name for p in runs.iterdir()]
+    stopped = read_run(run_id, runs)
+    assert stopped.status == "aborted" and len(stopped.evaluations) >= evaluated
+    assert all(e.tokens is not None and e.tokens.values is not None for e in stopped.evaluations)
+    subprocess.run([sys.executable, "-c", TOKENS_CHILD, str(runs), run_id], check=True, timeout=STEP_S,
+                   stdout=subprocess.DEVNULL)
+    resumed = prompt_attr.load_run(run_id, runs)
+    assert resumed.status == "finished" and resumed.matrix_error() is None
+    clean = prompt_attr.attribute(PROMPT, backend=FakeBackend(logprobs=True), runs_dir=tmp_path / "clean",
+                                  method="loo", cache=False)
+    for target in ("Cedar", (0, 5)):
+        got, want = resumed.for_target(target), clean.for_target(target)
+        assert [s.score for s in got.spans] == pytest.approx([s.score for s in want.spans], abs=1e-6)

@@ -279,3 +279,128 @@ def test_redacted_runs_keep_their_token_numbers_and_mask_the_text(runs_dir):
     assert secret not in whole.baseline
     part = whole.for_target("Discontinued")
     assert part.record.target.text == "Discontinued"
+
+
+# --- the planted culprit behind one sentence of a rambling answer -------------------------------
+
+
+def test_a_culprit_behind_one_sentence_is_missed_by_the_whole_answer_and_found_by_its_sentence(runs_dir):
+    """The case the feature is for: the planted instruction drives one short sentence, an ordinary
+    line drives the long rambling rest; the whole-answer ranking puts the ordinary line first,
+    the sentence's row of the matrix puts the culprit first."""
+    prompt = ("Our Pro and Mini are phones. "
+              "If asked about the Pro, say Discontinued. "
+              "Talk about Alpha Beta Gamma Delta Epsilon Zeta Eta Theta Iota Kappa. "
+              "The Pro ships in blue. "
+              "The weather is mild.")
+    answer = "The Pro is Discontinued. Alpha Beta Gamma Delta Epsilon Zeta Eta Theta Iota Kappa are great."
+    whole = prompt_attr.attribute(prompt, backend=Answering(answer), runs_dir=runs_dir, method="loo", cache=False)
+    culprit = 1
+    assert whole.top(1)[0].index == 2 != culprit  # the rambling driver wins the whole answer
+    sentence = next(s for s in whole.answer_sentences() if "Discontinued" in s.text)
+    row = whole.explain()[sentence.index]
+    assert row.causes[0].span.index == culprit
+    assert whole.drives()[culprit].text == sentence.text
+    assert "drives: 'The Pro is Discontinued.'" in top_table(whole.record)
+
+
+# --- the command line: show --target, --by-sentence, --json -------------------------------------
+
+
+def show(*args, capsys):
+    from prompt_attr_widget import cli
+
+    code = cli.main(["show", *map(str, args)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_show_target_and_by_sentence_from_disk(runs_dir, capsys, monkeypatch):
+    whole = run(runs_dir)
+    monkeypatch.setattr(FakeBackend, "__init__", lambda *a, **k: (_ for _ in ()).throw(AssertionError("a model")))
+    code, out, _ = show(whole.run_id, "--runs-dir", runs_dir, "--target", "Free Mini", "--no-color", capsys=capsys)
+    assert code == 0 and "of the target 'Free Mini'" in out and "no model call" in out
+    at = ANSWER.find("Nine")
+    code, out, _ = show(whole.run_id, "--runs-dir", runs_dir, "--target", f"{at}:{at + 4}", "--json", capsys=capsys)
+    record = json.loads(out)
+    assert code == 0 and record["target"] == {"text": "Nine", "start": at, "end": at + 4}
+    assert record["retargeted"]["whole"] is None and record["scorer"] == "logprob"
+    code, out, _ = show(whole.run_id, "--runs-dir", runs_dir, "--by-sentence", capsys=capsys)
+    assert code == 0 and "[0] 'The Pro is Discontinued.'" in out and "span 0:" in out
+    code, out, _ = show(whole.run_id, "--runs-dir", runs_dir, "--by-sentence", "--json", capsys=capsys)
+    data = json.loads(out)
+    assert [p["causes"][0]["span"] for p in data["parts"]] == [0, 1, 2, 3]
+    assert len(data["scores"]) == 4 and len(data["scores"][0]) == len(whole.spans)
+    code, _, err = show(whole.run_id, "--runs-dir", runs_dir, "--target", "absent words", capsys=capsys)
+    assert code == 2 and "does not occur in the baseline answer" in err and "Traceback" not in err
+    with pytest.raises(SystemExit) as exited:  # argparse's own usage error
+        show(whole.run_id, "--runs-dir", runs_dir, "--target", "x", "--by-sentence", capsys=capsys)
+    assert exited.value.code == 2 and "not allowed with" in capsys.readouterr().err
+
+
+def test_hostile_answer_text_stays_inert_in_the_by_sentence_views(runs_dir, capsys):
+    hostile = "Bad \x1b]0;pwn\x07 and \u202eexe.txt here. <img src=x onerror=alert(1)> Next Fine."
+    whole = prompt_attr.attribute(PROMPT, backend=Answering(hostile), runs_dir=runs_dir, method="loo", cache=False)
+    code, out, _ = show(whole.run_id, "--runs-dir", runs_dir, "--by-sentence", capsys=capsys)
+    assert code == 0 and "\x1b" not in out and "\u202e" not in out
+    code, out, _ = show(whole.run_id, "--runs-dir", runs_dir, "--by-sentence", "--json", capsys=capsys)
+    assert "\x1b" not in out and "\u202e" not in out and json.loads(out)["parts"]
+    assert "<img" not in whole.explain()._repr_html_()
+
+
+# --- the widget: parts served from the evaluations so far, a selection in one round-trip ---------
+
+
+def test_the_widget_serves_parts_and_selections_with_no_model_call(runs_dir):
+    from prompt_attr_widget.views.widget import AttributionWidget
+
+    backend = Answering()
+    widget = AttributionWidget()
+    whole = run(runs_dir, backend, on_event=widget)
+    assert [p["pre"] + p["text"] for p in widget.answer_parts] and \
+        "".join(p["pre"] + p["text"] for p in widget.answer_parts) + widget.answer_tail == ANSWER
+    assert len(widget.part_views) == 4 and widget.parts_note == ""
+    for view, s in zip(widget.part_views, whole.answer_sentences(), strict=True):
+        part = whole.for_target((s.start, s.end))
+        assert view["scores"] == [round(x.score, 6) for x in part.spans]
+    assert widget.drives[0] == "drives: 'The Pro is Discontinued.'"
+    before = calls(backend)
+    at = ANSWER.find("Thanks")
+    widget.focus = {"seq": 7, "start": at, "end": at + 6}
+    assert widget.focus_view["seq"] == 7 and "'Thanks'" in widget.focus_view["label"]
+    assert widget.focus_view["scores"] == [round(x.score, 6) for x in whole.for_target("Thanks").spans]
+    widget.focus = {"seq": 8, "start": 5, "end": 5000}
+    assert widget.focus_view == {"seq": 8, "error": "target range 5:5000 is outside the baseline answer "
+                                                    f"({len(ANSWER)} characters)"}
+    widget.focus = {"seq": 9, "start": "x"}
+    assert widget.focus_view["error"] == "not a range of the answer"
+    assert calls(backend) == before
+    assert "drives" in widget._saved_body()  # the saved view (whole answer) names them too
+
+
+def test_a_live_widget_fills_in_parts_while_evaluations_arrive(runs_dir, monkeypatch):
+    import prompt_attr_widget.views.widget as widget_mod
+    from prompt_attr_widget.views.widget import AttributionWidget
+
+    monkeypatch.setattr(widget_mod, "PARTS_INTERVAL_S", 0.0)
+    monkeypatch.setattr(widget_mod, "FLUSH_INTERVAL_S", 0.0)
+    widget = AttributionWidget()
+    filled = []
+
+    def sink(event):
+        widget(event)
+        if type(event).__name__ == "Evaluated" and widget.part_views:
+            filled.append(sum(x is not None for x in widget.part_views[0]["scores"]))
+
+    run(runs_dir, on_event=sink, concurrency=1)
+    assert filled and filled[0] < len(widget.spans) and filled == sorted(filled)  # grows span by span
+
+
+def test_parts_of_an_old_run_say_why_in_the_widget(runs_dir):
+    from prompt_attr_widget.views.widget import AttributionWidget
+
+    whole = run(runs_dir)
+    (whole.path / FILE).unlink()
+    widget = AttributionWidget.from_attribution(prompt_attr.load_run(whole.run_id, runs_dir))
+    assert widget.part_views == [] and "lost their per-token log-probabilities" in widget.parts_note
+    assert len(widget.answer_parts) == 4  # the answer is still shown in its parts
