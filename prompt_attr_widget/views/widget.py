@@ -233,6 +233,7 @@ class AttributionWidget(_TwoOutputs):
             self.spans, self.tail = _span_pieces(record)
             self.baseline = record.baseline.output if record.baseline else ""
             self._send_checkpoint(with_outputs=True)
+            self.answer_parts, self.answer_tail = [], ""  # a new run's answer, when the baseline is known
             self._send_parts(final=record.status != "running")
             self.progress = _shown_progress(record, self._last_progress, self._passes)
 
@@ -428,18 +429,22 @@ class AttributionWidget(_TwoOutputs):
         }
 
     def _on_focus(self, change) -> None:
-        """The browser asks for a selected range of the answer: one kernel round-trip, no model call."""
+        """The browser asks for a selected range of the answer: one kernel round-trip, no model call.
+
+        Computed on a snapshot of the record taken under the lock, not while holding it: a
+        surrogate's bootstrap must not hold up the live run's events meanwhile."""
         focus = change["new"] or {}
-        seq = focus.get("seq")
         with self._lock:
-            try:
-                if self.record is None:
-                    raise UsageError("the run has no answer yet")
-                part = retarget(self.record, (int(focus["start"]), int(focus["end"])))
-                view = self._view(part, label=_part_label(part.target))
-            except (UsageError, KeyError, TypeError, ValueError) as exc:
-                view = {"error": str(exc) if isinstance(exc, UsageError) else "not a range of the answer"}
-        self.focus_view = {"seq": seq, **view}
+            record = None if self.record is None else self.record.model_copy(
+                update={"evaluations": list(self.record.evaluations)})
+        try:
+            if record is None:
+                raise UsageError("the run has no answer yet")
+            part = retarget(record, (int(focus["start"]), int(focus["end"])))
+            view = self._view(part, label=_part_label(part.target))
+        except (UsageError, KeyError, TypeError, ValueError) as exc:
+            view = {"error": str(exc) if isinstance(exc, UsageError) else "not a range of the answer"}
+        self.focus_view = {"seq": focus.get("seq"), **view}
 
     def _send_header(self) -> None:
         self._header_dirty = False
