@@ -45,6 +45,17 @@ function el(tag, cls, text) {
   return node;
 }
 
+// A focusable element that acts as a button: a click, or Enter or Space while it has focus.
+function pressable(node, activate) {
+  node.tabIndex = 0;
+  node.setAttribute("role", "button");
+  node.addEventListener("click", activate);
+  node.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" || e.key === " ") { e.preventDefault(); activate(e); }
+  });
+  return node;
+}
+
 // A displayed widget comes with a second output, its saved view: the static heat-map a
 // notebook shows once the kernel is gone (views/html.py: saved_view_html). While this live
 // view is on the page, that twin (marked data-prompt-attr-view="<view_key>") is hidden, so a

@@ -127,13 +127,8 @@ function render({ model, el: root }) {
       if (span.pre) appendText(prompt, span.pre);
       const node = el("span", "pa-span", span.text);
       node.dataset.index = String(i);
-      node.tabIndex = 0;
-      node.setAttribute("role", "button");
-      node.addEventListener("click", () => select(i));
+      pressable(node, () => select(i));
       node.addEventListener("mouseenter", () => { if (state.selected === null) showDetail(i); });
-      node.addEventListener("keydown", (e) => {
-        if (e.key === "Enter" || e.key === " ") { e.preventDefault(); select(i); }
-      });
       prompt.appendChild(node);
       spanNodes.push(node);
     });
@@ -254,13 +249,8 @@ function render({ model, el: root }) {
       if (part.pre) appendText(baselineBox, part.pre);
       const node = el("span", "pa-part", part.text);
       node.dataset.index = String(p);
-      node.tabIndex = 0;
-      node.setAttribute("role", "button");
       // a drag that selected text inside the part is a selection (mouseup below), not a click
-      node.addEventListener("click", () => { if (window.getSelection().isCollapsed) selectPart(p); });
-      node.addEventListener("keydown", (e) => {
-        if (e.key === "Enter" || e.key === " ") { e.preventDefault(); selectPart(p); }
-      });
+      pressable(node, (e) => { if (e.type !== "click" || window.getSelection().isCollapsed) selectPart(p); });
       baselineBox.appendChild(node);
       partNodes.push(node);
     });
@@ -346,13 +336,8 @@ function render({ model, el: root }) {
     const rows = views.map((v, p) => {
       const text = cut(parts[p] ? parts[p].text : v.label, 60);
       const row = el("tr", "pa-matrix-row");
-      row.tabIndex = 0;
-      row.setAttribute("role", "button");
+      pressable(row, () => selectPart(p));
       row.setAttribute("aria-label", `explain answer part ${p}: ${text}`);
-      row.addEventListener("click", () => selectPart(p));
-      row.addEventListener("keydown", (e) => {
-        if (e.key === "Enter" || e.key === " ") { e.preventDefault(); selectPart(p); }
-      });
       const cells = el("td", "pa-matrix-cells");
       (v.scores || []).forEach((s, i) => {
         const cell = el("span", "pa-cell");
