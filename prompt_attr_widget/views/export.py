@@ -18,23 +18,27 @@ from collections.abc import Iterable
 from ..core.schema import RunRecord
 from ..core.text import safe_html_text, safe_json_text, safe_terminal_text
 from .html import heatmap_html
+from .parts import drives_of
 
-SPAN_COLUMNS = ("index", "start", "end", "text", "score", "stderr", "significant", "resolved")
+SPAN_COLUMNS = ("index", "start", "end", "text", "score", "stderr", "significant", "resolved", "drives")
 EVALUATION_COLUMNS = ("id", "round", "purpose", "dropped", "score", "output", "target_logprob", "cosine",
                       "prompt_tokens", "completion_tokens", "cost_usd", "elapsed_ms", "cache_hit")
 TABLES = ("spans", "evaluations")
 
 
-def rows(record: RunRecord, table: str) -> list[dict]:
-    """The rows of one table: spans (with their scores) or evaluations."""
+def rows(record: RunRecord, table: str, drives: dict | None = None) -> list[dict]:
+    """The rows of one table: spans (with their scores) or evaluations. `drives`: the answer
+    sentence each span moves most (views/parts.py), computed here when not given."""
     if table == "spans":
         scores = {s.index: s for s in record.attribution}
+        drives = drives_of(record) if drives is None else drives
         return [
             {**span.model_dump(include={"index", "start", "end", "text"}),
              "score": getattr(scores.get(span.index), "score", None),
              "stderr": getattr(scores.get(span.index), "stderr", None),
              "significant": getattr(scores.get(span.index), "significant", None),
-             "resolved": getattr(scores.get(span.index), "resolved", None)}
+             "resolved": getattr(scores.get(span.index), "resolved", None),
+             "drives": getattr(drives.get(span.index), "text", None)}
             for span in record.spans
         ]
     if table == "evaluations":
@@ -82,15 +86,16 @@ def report_html(title: str, body_parts: Iterable[str]) -> str:
 
 def run_report(record: RunRecord) -> str:
     """A run as a standalone HTML page: the heat-map, notes, top spans and every span's score."""
+    drives = drives_of(record)
     table = "".join(
         f"<tr><td>{r['index']}</td><td>{_number(r['score'])}</td>"
         f"<td>{_number(r['stderr'])}</td><td>{_flag(r['significant'])}</td>"
         f"<td>{safe_html_text(r['text'])}</td></tr>"
-        for r in rows(record, "spans")
+        for r in rows(record, "spans", drives)
     )
     return report_html(
         f"prompt_attr run {record.run_id}",
-        [heatmap_html(record),
+        [heatmap_html(record, drives=drives),
          "<h2>Every span</h2><table><thead><tr><th>span</th><th>score</th><th>±</th><th>above noise</th>"
          f"<th>text</th></tr></thead><tbody>{table}</tbody></table>"],
     )

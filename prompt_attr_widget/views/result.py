@@ -164,7 +164,9 @@ class Attribution:
         return rank(measured)[:k]
 
     def to_records(self) -> list[dict]:
-        return [asdict(s) for s in self.spans]
+        """One dict per span; `drives`: the answer sentence it moves most (untargeted runs), or None."""
+        drives = self.drives()
+        return [{**asdict(s), "drives": getattr(drives.get(s.index), "text", None)} for s in self.spans]
 
     def to_dataframe(self):
         try:
