@@ -364,7 +364,7 @@ def test_the_widget_serves_parts_and_selections_with_no_model_call(runs_dir):
         part = whole.for_target((s.start, s.end))
         assert view["scores"] == [round(x.score, 6) for x in part.spans]
     assert widget.drives[0] == "drives: 'The Pro is Discontinued.'"
-    before = calls(backend)
+    before, saved = calls(backend), widget._saved_bundle()
     at = ANSWER.find("Thanks")
     widget.focus = {"seq": 7, "start": at, "end": at + 6}
     assert widget.focus_view["seq"] == 7 and "'Thanks'" in widget.focus_view["label"]
@@ -375,7 +375,8 @@ def test_the_widget_serves_parts_and_selections_with_no_model_call(runs_dir):
     widget.focus = {"seq": 9, "start": "x"}
     assert widget.focus_view["error"] == "not a range of the answer"
     assert calls(backend) == before
-    assert "drives" in widget._saved_body()  # the saved view (whole answer) names them too
+    assert widget._saved_bundle() == saved  # what a saved notebook keeps: the whole-answer view
+    assert "drives" in widget._saved_body()  # which names the sentence each top span drives
 
 
 def test_a_live_widget_fills_in_parts_while_evaluations_arrive(runs_dir, monkeypatch):
