@@ -27,11 +27,28 @@ Metrics, averaged over the valid planted-culprit items (all but null):
 * null clean: the share of null items where no span is flagged significant;
 * twice top-2: the share of stated_twice items with both copies in the top 2.
 
+`answer_part` items plant ONE sentence of a longer answer (several sentences,
+the rest driven by other lines or generic). An untargeted run scores the
+whole answer, where the planted sentence is a small share of the tokens, so
+it may rank another line first. For these items each method also runs
+untargeted, and two more Hit@1 are reported over them:
+
+* Hit@1 untargeted: the ranking of the untargeted run (score = drop of the
+  whole answer's mean log-prob per token);
+* Hit@1 sentence: the ranking of `untargeted.for_target((start, end))`, the
+  answer sentence (`answer_sentences()`) holding the target's first
+  occurrence (case-insensitive; the range over every sentence it touches),
+  re-scored from the run's stored per-token log-probs with no model call.
+
+Answers are `validate.max_tokens(item)` tokens long (48, and 96 for
+`answer_part` items), in validation and in every run alike.
+
 Deletion scores come from `prompt_attr.score_deletions` (the runs' scorer:
 drop of the target's mean log-prob per token) with the call cache on, kept
 in a private folder. Run:
 
     python benchmarks/faithfulness/run.py [--quick] [--out results.json]
+    python benchmarks/faithfulness/run.py --kinds answer_part --out benchmarks/faithfulness/results_answer_part.json
 """
 
 from __future__ import annotations
@@ -40,6 +57,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import statistics
 import sys
 import tempfile
@@ -129,24 +147,29 @@ def spearman(a, b) -> float | None:
 
 
 def run_method(item: dict, name: str, options: dict | None, runs_dir: Path, n: int, index: int, backend) -> dict:
-    """One attribution of one item; the per-item record the metrics are computed from."""
+    """One attribution of one item's target; the per-item record the metrics are computed from."""
+    return _attribution_run(item, name, options, runs_dir, n, index, backend, item["target"])[0]
+
+
+def _attribution_run(item, name, options, runs_dir, n, index, backend, target):
+    """(the record, the Attribution or None): `target=None` explains the whole answer."""
     if options is None:  # the random baseline: seeded scores, no model
         rng = np.random.default_rng(1000 + index)
         scores = rng.random(n).tolist()
         return {"method": name, "status": "finished", "scores": scores, "significant": [None] * n,
-                "calls": 0, "wall_s": 0.0, "intercept": 0.0}
+                "calls": 0, "wall_s": 0.0, "intercept": 0.0}, None
     import prompt_attr
 
     t = time.perf_counter()
     try:
         a = prompt_attr.attribute(
-            item["prompt"], model="local", system=item.get("system"), target=item["target"],
+            item["prompt"], model="local", system=item.get("system"), target=target,
             segment="line", faithfulness="off", cache=False, runs_dir=str(runs_dir),
-            seed=SEED, max_tokens=MAX_TOKENS, backend=backend, **options,
+            seed=SEED, max_tokens=validation.max_tokens(item), backend=backend, **options,
         )
     except Exception as exc:  # noqa: BLE001 - a crash of one run is a result, not the end of the benchmark
         return {"method": name, "status": "error", "reason": f"{type(exc).__name__}: {exc}",
-                "wall_s": round(time.perf_counter() - t, 3), "calls": None, "scores": None}
+                "wall_s": round(time.perf_counter() - t, 3), "calls": None, "scores": None}, None
     wall = time.perf_counter() - t
     rec = a.record
     by_index = {s.index: s for s in rec.attribution}
@@ -170,6 +193,61 @@ def run_method(item: dict, name: str, options: dict | None, runs_dir: Path, n: i
         "intercept": rec.surrogate.intercept if rec.surrogate else 0.0,
         "surrogate": rec.surrogate.model_dump() if rec.surrogate else None,
     }
+    return out, a
+
+
+def target_sentence(sentences, answer: str, target: str) -> tuple[int, int] | None:
+    """The character range of the answer sentence(s) holding the target's first occurrence
+    (case-insensitive, as validation finds it): what a reader of an untargeted run points at
+    to ask why the answer says the target. A target over two sentences gets both."""
+    found = re.search(re.escape(target), answer, re.IGNORECASE)
+    if not found:
+        return None
+    touched = [s for s in sentences if s.start < found.end() and s.end > found.start()]
+    return (touched[0].start, touched[-1].end) if touched else None
+
+
+def run_untargeted(item: dict, name: str, options: dict | None, runs_dir: Path, n: int, index: int,
+                   backend, targeted: dict) -> dict:
+    """An answer_part item's method run without a target, then re-scored on the target's sentence.
+
+    The untargeted ranking explains the whole answer, the planted sentence diluted among the
+    rest; `for_target` re-scores that sentence from the run's stored per-token log-probs, with
+    no model call. Their Hit@1, next to the targeted run's, tell what scoring one part buys.
+    A run that fails counts as a miss; `hit1_sentence` is left out while the library lacks
+    `for_target`, so the table shows it as not measured rather than as a miss.
+    """
+    culprits = item["culprits"]
+    if options is None:  # random scores do not depend on what is explained
+        scores = targeted["scores"]
+        return {"method": name, "status": "finished", "scores": scores, "calls": 0, "wall_s": 0.0,
+                "hit1": hit_at_1(scores, culprits), "sentence_scores": scores,
+                "hit1_sentence": hit_at_1(scores, culprits)}
+    out, a = _attribution_run(item, name, options, runs_dir, n, index, backend, None)
+    if out["scores"] is None:
+        return out
+    out["hit1"] = hit_at_1(out["scores"], culprits)
+    out["same_baseline"] = out["baseline"] == targeted.get("baseline")
+    if not (hasattr(a, "for_target") and hasattr(a, "answer_sentences")):
+        out["sentence_error"] = "Attribution.for_target / answer_sentences are not in this version of the library"
+        return out
+    t = time.perf_counter()
+    try:
+        where = target_sentence(a.answer_sentences(), a.baseline, item["target"])
+        if where is None:
+            raise ValueError(f"no answer sentence holds the target {item['target']!r}")
+        part = a.for_target(where)
+        scores = [s.score for s in part.spans]
+    except Exception as exc:  # noqa: BLE001 - a failed re-scoring is a miss, not the end of the benchmark
+        out.update(sentence_error=f"{type(exc).__name__}: {exc}", hit1_sentence=0.0)
+        return out
+    complete = len(scores) == n and None not in scores
+    out.update(
+        sentence={"start": where[0], "end": where[1], "text": a.baseline[where[0]:where[1]]},
+        sentence_s=round(time.perf_counter() - t, 4),
+        sentence_scores=scores,
+        hit1_sentence=hit_at_1(scores, culprits) if complete else 0.0,
+    )
     return out
 
 
@@ -180,12 +258,19 @@ def score_item(item: dict, index: int, runs_dir: Path, methods: dict, backend, e
     spans = prompt_attr.segment(item["prompt"], "line")
     n, culprits = len(spans), sorted(item["culprits"])
     result = {"id": item["id"], "kind": item["kind"], "n_spans": n, "culprits": culprits,
-              "target": item["target"], "runs": {}}
+              "target": item["target"], "max_tokens": validation.max_tokens(item), "runs": {}}
     for name, options in methods.items():
         r = run_method(item, name, options, runs_dir, n, index, backend)
         result["runs"][name] = r
         if r["status"] != "finished":
             echo(f"    ! {item['id']} {name}: {r['status']} ({r.get('reason')})")
+    if item["kind"] == "answer_part":
+        for name, options in methods.items():
+            u = run_untargeted(item, name, options, runs_dir, n, index, backend, result["runs"][name])
+            result["runs"][name]["untargeted"] = u
+            if u["status"] != "finished" or "sentence_error" in u:
+                echo(f"    ! {item['id']} {name} untargeted: {u['status']} "
+                     f"({u.get('reason') or u.get('sentence_error')})")
 
     # Deletions: oracle (the culprits), random k-subsets, each method's top-k, held-out masks.
     k = max(1, len(culprits))
@@ -203,7 +288,7 @@ def score_item(item: dict, index: int, runs_dir: Path, methods: dict, backend, e
     try:
         scored = prompt_attr.score_deletions(
             item["prompt"], wanted, model="local", system=item.get("system"), target=item["target"],
-            segment="line", cache=True, max_tokens=MAX_TOKENS, seed=SEED, backend=backend,
+            segment="line", cache=True, max_tokens=validation.max_tokens(item), seed=SEED, backend=backend,
         )
     except Exception as exc:  # noqa: BLE001 - e.g. the target is missing from the baseline
         result["deletion_error"] = f"{type(exc).__name__}: {exc}"
@@ -253,6 +338,7 @@ def summarise(results: list[dict], methods) -> dict:
     planted = [r for r in results if r["kind"] != "null"]
     nulls = [r for r in results if r["kind"] == "null"]
     twice = [r for r in results if r["kind"] == "stated_twice"]
+    parts = [r for r in results if r["kind"] == "answer_part"]
     rows = {}
     for name in methods:
         runs = [r["runs"][name] for r in planted]
@@ -260,9 +346,15 @@ def summarise(results: list[dict], methods) -> dict:
         topk = [x["topk_norm"] for x in ok if "topk_norm" in x]
         null_runs = [r["runs"][name] for r in nulls if r["runs"][name]["scores"] is not None]
         all_runs = [r["runs"][name] for r in results]  # failures are counted over every item
+        # answer_part items: a failed untargeted run is a miss for both of its Hit@1; a sentence
+        # never re-scored (the library lacks for_target) is left out: not measured
+        untargeted = [r["runs"][name].get("untargeted") or {"scores": None} for r in parts]
         rows[name] = {
             # a run that failed or stopped counts as a miss for Hit@1 and MRR
             "hit1": _mean([x.get("hit1", 0.0) if x["scores"] is not None else 0.0 for x in runs]),
+            "hit1_untargeted": _mean([u.get("hit1", 0.0) if u["scores"] is not None else 0.0 for u in untargeted]),
+            "hit1_sentence": _mean([u.get("hit1_sentence") if u["scores"] is not None else 0.0 for u in untargeted]),
+            "answer_part_items": len(parts),
             "mrr": _mean([x.get("rr", 0.0) if x["scores"] is not None else 0.0 for x in runs]),
             "topk_norm": _mean(topk),
             "topk_items": sum(v is not None for v in topk),
@@ -285,15 +377,36 @@ def table(rows: dict) -> str:
         return "—" if v is None else f"{v:.{digits}f}"
 
     lines = [
-        "| method | Hit@1 | MRR | top-k del. (norm.) | LDS | calls | wall s | null clean | twice top-2 |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| method | Hit@1 | Hit@1 untargeted | Hit@1 sentence | MRR | top-k del. (norm.) | LDS | calls | wall s "
+        "| null clean | twice top-2 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in rows.items():
         lines.append(
-            f"| {name} | {f(r['hit1'])} | {f(r['mrr'])} | {f(r['topk_norm'])} | {f(r['lds'])} "
+            f"| {name} | {f(r['hit1'])} | {f(r.get('hit1_untargeted'))} | {f(r.get('hit1_sentence'))} "
+            f"| {f(r['mrr'])} | {f(r['topk_norm'])} | {f(r['lds'])} "
             f"| {f(r['calls'], 1)} | {f(r['wall_s'], 1)} | {f(r['null_clean'])} | {f(r['twice_top2'])} |"
         )
     return "\n".join(lines)
+
+
+def _brief(item: dict, res: dict) -> str:
+    """One progress word per method: hit, or the reciprocal rank (x: failed; null items: clean or
+    flag); answer_part items add the untargeted and the sentence Hit@1 (u=, s=; ? not measured)."""
+    words = []
+    for m, r in res["runs"].items():
+        if r["scores"] is None:
+            word = "x"
+        elif not item["culprits"]:
+            word = "clean" if not r["any_significant"] else "flag"
+        else:
+            word = "hit" if r.get("hit1") == 1 else str(round(r.get("rr", 0), 2))
+        u = r.get("untargeted")
+        if u is not None:
+            hits = ["?" if u.get(key) is None else f"{u[key]:g}" for key in ("hit1", "hit1_sentence")]
+            word += f"(u={hits[0]},s={hits[1]})"
+        words.append(f"{m}={word}")
+    return " ".join(words)
 
 
 def load() -> str:
@@ -313,7 +426,10 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="Faithfulness benchmark with planted-culprit prompts (local model).")
     ap.add_argument("--items", default=str(validation.ITEMS))
     ap.add_argument("--quick", action="store_true", help=f"{QUICK_PER_KIND} valid item(s) of each kind only")
-    ap.add_argument("--out", default="results.json", help="per-item results (JSON), rewritten after every item")
+    ap.add_argument("--out", help="per-item results (JSON), rewritten after every item "
+                    "(default: results.json, or results_KIND[_KIND].json with --kinds)")
+    ap.add_argument("--kinds", type=lambda v: v.split(","), metavar="KIND[,KIND]",
+                    help="only the items of these kinds (e.g. answer_part); write them to their own --out")
     ap.add_argument("--resume", action="store_true",
                     help="continue an interrupted run from --out (its verdicts and scored items are kept)")
     ap.add_argument("--methods", nargs="*", choices=list(METHODS), help="a subset of the methods")
@@ -326,6 +442,12 @@ def main(argv=None) -> int:
         return 0
 
     methods = {m: METHODS[m] for m in (args.methods or METHODS)}
+    kinds = args.kinds
+    unknown = sorted(set(kinds or ()) - set(validation.KINDS))
+    if unknown:
+        ap.error(f"--kinds: unknown kind(s) {unknown}; the kinds are {', '.join(validation.KINDS)}")
+    # A partial run gets its own file by default, so it never overwrites the full benchmark's.
+    args.out = args.out or ("_".join(["results", *kinds]) + ".json" if kinds else "results.json")
     # A private call cache for the deletion scores: never the user's, never stale.
     cache = tempfile.TemporaryDirectory(prefix="faithfulness-cache-")
     os.environ["PROMPT_ATTR_CACHE_DIR"] = cache.name
@@ -334,12 +456,15 @@ def main(argv=None) -> int:
     started, load_start = time.perf_counter(), load()
     backend = validation.local_backend()  # one answer per prompt (see validate.local_backend)
     items = validation.load_items(args.items)
+    if kinds:
+        items = [it for it in items if it["kind"] in kinds]
 
     previous = None
     if args.resume and Path(args.out).exists():
         previous = json.loads(Path(args.out).read_text(encoding="utf-8"))
-        if previous["config"]["quick"] != args.quick or list(previous["config"]["methods"]) != list(methods):
-            raise SystemExit(f"--resume: {args.out} was written with other options (--quick / --methods)")
+        if (previous["config"]["quick"] != args.quick or list(previous["config"]["methods"]) != list(methods)
+                or previous["config"].get("kinds") != kinds):
+            raise SystemExit(f"--resume: {args.out} was written with other options (--quick / --methods / --kinds)")
         if previous["config"]["items_sha256"] != validation.items_digest(items):
             raise SystemExit(f"--resume: {args.items} changed since {args.out} was written")
         print(f"resuming {args.out}: {len(previous['verdicts'])} verdicts and {len(previous['items'])} items kept")
@@ -356,8 +481,9 @@ def main(argv=None) -> int:
         return {
             "complete": final,
             "config": {"seed": SEED, "heldout_seed": HELDOUT_SEED, "heldout_masks": HELDOUT_MASKS,
-                       "random_draws": RANDOM_DRAWS, "max_tokens": MAX_TOKENS, "segment": "line",
-                       "methods": dict(methods), "quick": args.quick, "items": args.items,
+                       "random_draws": RANDOM_DRAWS, "max_tokens": MAX_TOKENS,
+                       "kind_max_tokens": validation.KIND_MAX_TOKENS, "segment": "line",
+                       "methods": dict(methods), "quick": args.quick, "kinds": kinds, "items": args.items,
                        "items_sha256": validation.items_digest(items)},
             "machine": {"cores": os.cpu_count(), "platform": platform.platform(),
                         "python": platform.python_version(), "loads": loads},
@@ -403,11 +529,7 @@ def main(argv=None) -> int:
         results.append(res)
         spent["scoring"] += res["item_s"]
         _write(args.out, snapshot(False))
-        brief = " ".join(
-            f"{m}={'x' if r['scores'] is None else ('hit' if r.get('hit1') == 1 else round(r.get('rr', 0), 2)) if item['culprits'] else ('clean' if not r['any_significant'] else 'flag')}"
-            for m, r in res["runs"].items()
-        )
-        print(f"  [{index + 1}/{len(valid)}] {item['id']:<22} {res['item_s']:5.1f} s  {brief}")
+        print(f"  [{index + 1}/{len(valid)}] {item['id']:<22} {res['item_s']:5.1f} s  {_brief(item, res)}")
         sys.stdout.flush()
 
     order = {it["id"]: i for i, it in enumerate(valid)}

@@ -10,8 +10,16 @@ exactly as an attribution run renders them (`segment(prompt, "line")` and
   target, and the answer with every culprit line deleted together does not;
   for `stated_twice` also: deleting either copy alone still leaves the
   target in the answer (else the fact is not really stated twice);
+* `answer_part` items (a planted kind whose target is one sentence of a
+  longer answer): as planted items, and the baseline has at least
+  `MIN_ANSWER_PARTS` parts (`answer_parts`: sentences, list items), so the
+  target is a part of the answer, not the whole of it;
 * `null` items: the baseline contains the target, and so does the answer
   with any single line deleted (each line in turn).
+
+Answers are `max_tokens(item)` tokens long: `MAX_TOKENS`, but longer for
+`answer_part` items (`KIND_MAX_TOKENS`), whose answers ramble on past the
+planted sentence; an item may set its own `max_tokens`.
 
 Run `python benchmarks/faithfulness/validate.py [--items PATH] [--show]` to
 print the verdict for every item (`--show` also prints the answers).
@@ -29,8 +37,11 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ITEMS = HERE / "items.json"
-KINDS = ("planted_fact", "language", "format", "persona", "stated_twice", "null")
+KINDS = ("planted_fact", "language", "format", "persona", "stated_twice", "answer_part", "null")
 MAX_TOKENS = 48  # the benchmark runs use the same, so their baselines are these answers
+# answer_part items need room for several sentences after the planted one
+KIND_MAX_TOKENS = {"answer_part": 96}
+MIN_ANSWER_PARTS = 3
 
 
 @dataclass
@@ -62,7 +73,15 @@ def load_items(path: str | Path = ITEMS) -> list[dict]:
             raise ValueError(f"item {item['id']!r}: null items and only they have no culprits")
         if item["kind"] == "stated_twice" and len(item["culprits"]) != 2:
             raise ValueError(f"item {item['id']!r}: a stated_twice item has exactly two culprits")
+        if "max_tokens" in item and not (isinstance(item["max_tokens"], int) and item["max_tokens"] > 0):
+            raise ValueError(f"item {item['id']!r}: max_tokens must be a positive integer")
     return items
+
+
+def max_tokens(item: dict) -> int:
+    """The answer length of an item, for validation and every run alike (so the runs'
+    baselines are the validated answers): its own `max_tokens`, else its kind's, else MAX_TOKENS."""
+    return item.get("max_tokens") or KIND_MAX_TOKENS.get(item["kind"], MAX_TOKENS)
 
 
 def local_backend():
@@ -89,11 +108,9 @@ class Generator:
     """
 
     def __init__(self, backend=None, max_tokens: int = MAX_TOKENS):
-        from prompt_attr_widget.backends.base import GenerationParams
-
         backend = backend or local_backend()
         self.backend = backend
-        self.params = GenerationParams(max_tokens=max_tokens, temperature=0.0, seed=42)
+        self.max_tokens = max_tokens  # the default; an item's own length is passed to answer()
         self.calls = 0
 
     def spans(self, prompt: str):
@@ -101,15 +118,17 @@ class Generator:
 
         return segment(prompt, "line")
 
-    def answer(self, prompt: str, system: str | None, dropped=()) -> str:
+    def answer(self, prompt: str, system: str | None, dropped=(), max_tokens: int | None = None) -> str:
+        from prompt_attr_widget.backends.base import GenerationParams
         from prompt_attr_widget.engine.plan import messages_for
         from prompt_attr_widget.stages.segment import render
 
         spans = self.spans(prompt)
         keep = [i not in set(dropped) for i in range(len(spans))]
         messages = messages_for(render(prompt, spans, keep), system)
+        params = GenerationParams(max_tokens=max_tokens or self.max_tokens, temperature=0.0, seed=42)
         self.calls += 1
-        return asyncio.run(self.backend.complete(messages, self.params)).text
+        return asyncio.run(self.backend.complete(messages, params)).text
 
 
 def contains(answer: str, target: str) -> bool:
@@ -125,7 +144,7 @@ def validate_item(item: dict, gen: Generator) -> Verdict:
     def ask(dropped) -> str:
         key = "baseline" if not dropped else "-" + ",".join(map(str, sorted(dropped)))
         if key not in verdict.answers:
-            verdict.answers[key] = gen.answer(item["prompt"], system, dropped)
+            verdict.answers[key] = gen.answer(item["prompt"], system, dropped, max_tokens(item))
         return verdict.answers[key]
 
     def done(valid: bool, reason: str) -> Verdict:
@@ -144,6 +163,12 @@ def validate_item(item: dict, gen: Generator) -> Verdict:
             if not contains(ask((i,)), target):
                 return done(False, f"deleting line {i} alone loses the target {target!r}")
         return done(True, "ok")
+    if item["kind"] == "answer_part":
+        from prompt_attr_widget.stages.segment import answer_parts
+
+        parts = len(answer_parts(ask(())))
+        if parts < MIN_ANSWER_PARTS:
+            return done(False, f"the baseline has {parts} answer part(s), fewer than {MIN_ANSWER_PARTS}")
     culprits = tuple(sorted(item["culprits"]))
     if contains(ask(culprits), target):
         return done(False, f"deleting the culprits {list(culprits)} together keeps the target {target!r}")

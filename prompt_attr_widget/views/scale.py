@@ -172,6 +172,9 @@ def run_notes(record: RunRecord) -> list[str]:
                 f"{f.k}, so do not trust the ranking (its scores may be noise, or spans matter only together)"
             )
         notes.append(line)
+    elif record.retargeted and record.retargeted.unchecked:
+        notes.append("check: not measured for this part (its top spans were never deleted together in the run; "
+                     "a run with --target measures it)")
     if record.redacted:
         notes.append(redaction_note(record))
     return notes
@@ -188,9 +191,6 @@ def retarget_notes(record: RunRecord) -> list[str]:
     if r.refined_by_whole:
         notes.append(f"hierarchical: the passes refined the groups that {whole} found hot, so a span of a group "
                      "they did not refine shares its group's score here (a run with --target refines for this part)")
-    if r.unchecked:
-        notes.append("check: not measured for this part (its top spans were never deleted together in the run; "
-                     "a run with --target measures it)")
     return notes
 
 

@@ -4,10 +4,12 @@ Validates the planted-culprit items of benchmarks/faithfulness/items.json
 causally (greedy answers with the culprit lines deleted), then attributes
 each valid item's target with leave-one-out and a 32-mask surrogate and
 checks that at least one of the two methods puts a culprit first on at
-least 90% of them. The two runs of an item share the call cache (the
-baseline answer and the single-line masks), which keeps the test to a few
-minutes on two cores; the benchmark itself (benchmarks/faithfulness/run.py)
-runs without the cache, for honest calls and wall times.
+least 90% of them (`answer_part` items too, targeted, at their own longer
+answer length: `validate.max_tokens`). The two runs of an item share the
+call cache (the baseline answer and the single-line masks), which keeps the
+test to a few minutes on two cores; the benchmark itself
+(benchmarks/faithfulness/run.py) runs without the cache, for honest calls
+and wall times.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ def test_target_attribution_ranks_a_planted_culprit_first(tmp_path):
             a = prompt_attr.attribute(
                 item["prompt"], model="local", system=item.get("system"), target=item["target"],
                 segment="line", faithfulness="off", cache=True, runs_dir=tmp_path / "runs",
-                seed=42, max_tokens=validation.MAX_TOKENS, backend=backend, **options,
+                seed=42, max_tokens=validation.max_tokens(item), backend=backend, **options,
             )
             scores = {s.index: s.score for s in a.record.attribution}
             if a.status != "finished" or len(scores) != len(a.record.spans):
