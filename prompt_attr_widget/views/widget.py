@@ -396,37 +396,19 @@ class AttributionWidget(_TwoOutputs):
         if not self.answer_parts:
             self.answer_parts, self.answer_tail = _answer_pieces(r.baseline.output, parts)
         why = can_retarget(r)
-        if why is not None or not r.evaluations:
+        try:
+            matrix = None if why is not None or not r.evaluations else answer_matrix(r, bootstrap=None if final else 0)
+        except UsageError as exc:  # a view must never stop the run it shows
+            why, matrix = str(exc), None
+        if matrix is None:
             self.parts_note, self.part_views, self.drives = why or "", [], []
             return
-        matrix = answer_matrix(r, bootstrap=None if final else 0)
         self._drives = drives(r, matrix)
         self.parts_note = ""
-        self.part_views = [self._view(part_record, label=_part_label(p)) for p, part_record in
+        self.part_views = [_part_view(part_record, label=_part_label(p)) for p, part_record in
                            zip(matrix.parts, matrix.records, strict=True)]
         self.drives = [drive_label(self._drives.get(i)) for i in range(len(r.spans))]
 
-    def _view(self, record: RunRecord, label: str) -> dict:
-        """What the heat-map draws for one part: colours, noise, scores, ranking, legend, notes."""
-        by_index = {s.index: s for s in record.attribution}
-        rows = [_Shown(i, s.score, s.resolved, s.evaluation, s.stderr, s.significant) if (s := by_index.get(i))
-                else _Shown(i) for i in range(len(record.spans))]
-        top = scale_top(row.score for row in rows)
-        painted = [paint(row.score, row.significant, top) for row in rows]
-        floor = record.noise.floor if record.noise else None
-        return {
-            "label": label,
-            "start": record.target.start,
-            "end": record.target.end,
-            "scores": [None if row.score is None else round(row.score, 6) for row in rows],
-            "stderr": [None if row.stderr is None else round(row.stderr, 6) for row in rows],
-            "resolved": [row.resolved for row in rows],
-            "heat": [p[0] for p in painted],
-            "muted": [p[1] for p in painted],
-            "ranking": top_indices(rows, TOP_K),
-            "scale": legend(top, record.score_unit, floor, _refines(record)),
-            "notes": run_notes(record),
-        }
 
     def _on_focus(self, change) -> None:
         """The browser asks for a selected range of the answer: one kernel round-trip, no model call.
@@ -441,7 +423,7 @@ class AttributionWidget(_TwoOutputs):
             if record is None:
                 raise UsageError("the run has no answer yet")
             part = retarget(record, (int(focus["start"]), int(focus["end"])))
-            view = self._view(part, label=_part_label(part.target))
+            view = _part_view(part, label=_part_label(part.target))
         except (UsageError, KeyError, TypeError, ValueError) as exc:
             view = {"error": str(exc) if isinstance(exc, UsageError) else "not a range of the answer"}
         self.focus_view = {"seq": focus.get("seq"), **view}
@@ -515,6 +497,30 @@ class AttributionWidget(_TwoOutputs):
         top = next(iter(r.ranked()), None)
         best = f"; top span {top.index}: {' '.join(r.spans[top.index].text.split())[:60]!r}" if top else ""
         return f"AttributionWidget({r.status}, {len(r.spans)} spans, {len(r.evaluations)} evaluations, model {r.backend.model}{best})"
+
+
+def _part_view(record: RunRecord, label: str) -> dict:
+    """What the heat-map draws for one part of the answer (a retargeted record): colours, noise,
+    scores, ranking, legend and notes, by the rules of every view (views/scale.py)."""
+    by_index = {s.index: s for s in record.attribution}
+    rows = [_Shown(i, s.score, s.resolved, s.evaluation, s.stderr, s.significant) if (s := by_index.get(i))
+            else _Shown(i) for i in range(len(record.spans))]
+    top = scale_top(row.score for row in rows)
+    painted = [paint(row.score, row.significant, top) for row in rows]
+    floor = record.noise.floor if record.noise else None
+    return {
+        "label": label,
+        "start": record.target.start,
+        "end": record.target.end,
+        "scores": [None if row.score is None else round(row.score, 6) for row in rows],
+        "stderr": [None if row.stderr is None else round(row.stderr, 6) for row in rows],
+        "resolved": [row.resolved for row in rows],
+        "heat": [p[0] for p in painted],
+        "muted": [p[1] for p in painted],
+        "ranking": top_indices(rows, TOP_K),
+        "scale": legend(top, record.score_unit, floor, _refines(record)),
+        "notes": run_notes(record),
+    }
 
 
 def _answer_pieces(answer: str, parts) -> tuple[list[dict], str]:
