@@ -18,21 +18,6 @@ from ..core.secrets import Found, compile_patterns, find_secrets, mask, user_pat
 NOT_REPRODUCIBLE = "secrets were masked in the stored prompt (redact=True), so it is not the prompt the model saw"
 
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 class Redactor:
     """Masks the events of one run before they are stored or shown.
 
