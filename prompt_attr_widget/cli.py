@@ -110,7 +110,9 @@ def _parser() -> argparse.ArgumentParser:
     part = show.add_mutually_exclusive_group()
     part.add_argument("--target", metavar="TEXT|START:END",
                       help="explain this part of the answer, scored from the stored evaluations (no model call): "
-                           "text of the answer, or START:END (two whole numbers) for a range of its characters")
+                           "text of the answer, or START:END (two whole numbers) for a range of its characters "
+                           "unless that text occurs in the answer (then the text; --target-range forces a range)")
+    _add_target_range(part)
     part.add_argument("--by-sentence", action="store_true",
                       help="for each sentence of the answer, the prompt spans that caused it (no model call)")
     _add_output_options(show)
@@ -462,19 +464,25 @@ def _cmd_show(args) -> int:
             print(safe_terminal_text(repr(explanation)))
             print(f"  scored from run {result.run_id}'s stored evaluations, no model call")
         return 0
-    if args.target is not None:
-        result = result.for_target(_target_arg(args.target))
+    if args.target is not None or args.target_range is not None:
+        target = _character_range(args.target_range) if args.target_range else _target_arg(args.target, result.baseline)
+        result = result.for_target(target)
     color = not args.no_color and sys.stdout.isatty() and "NO_COLOR" not in os.environ
     print_result(result, as_json=args.json, color=color, top=args.top)
     return 0
 
 
-def _target_arg(text: str) -> str | tuple[int, int]:
-    """`--target` of `show`: START:END (two whole numbers) is a character range, anything else text."""
+def _target_arg(text: str, answer: str | None) -> str | tuple[int, int]:
+    """`--target` of `show`: START:END (two whole numbers) is a character range, anything else
+    text; so is START:END that occurs in the answer ("opens at 9:30"), which is then said."""
     start, sep, end = text.partition(":")
-    if sep and start.isdecimal() and end.isdecimal():
-        return int(start), int(end)
-    return text
+    if not (sep and start.isdecimal() and end.isdecimal()):
+        return text
+    if answer is not None and text in answer:
+        print(f"prompt-attr: {text!r} occurs in the answer: explaining that text; --target-range {text} "
+              f"explains characters {start} to {end}", file=sys.stderr)
+        return text
+    return int(start), int(end)
 
 
 def main(argv: list[str] | None = None) -> int:

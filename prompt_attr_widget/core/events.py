@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, TypeAdapter
+from pydantic import BaseModel, Field, TypeAdapter, field_validator
 
 from .schema import (
     AnswerTokens,
@@ -24,6 +24,7 @@ from .schema import (
     StoppedBy,
     SurrogateFit,
     Target,
+    lenient,
 )
 
 
@@ -46,6 +47,11 @@ class BaselineDone(BaseModel):
     baseline: Call
     target: Target | None = None  # resolved against the baseline answer
     tokens: AnswerTokens | None = None  # log-probability runs: the answer's tokens, scored under the whole prompt
+
+    @field_validator("tokens", mode="wrap")
+    @classmethod
+    def _lost_if_damaged(cls, value, handler):
+        return lenient(value, handler)
 
 
 class NoiseMeasured(BaseModel):

@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_serializer
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_serializer,
+)
 
 from .config import AttributionConfig
 from .options import REPLAYED
@@ -133,6 +140,11 @@ class Evaluation(Call):
     repeat: int = 0  # which repeated baseline a noise evaluation is (1, 2, ...)
     tokens: TokenValues | None = None  # log-probability runs (schema 3): every answer token's
 
+    @field_validator("tokens", mode="wrap")
+    @classmethod
+    def _lost_if_damaged(cls, value, handler):
+        return lenient(value, handler)
+
 
 class Target(BaseModel):
     """The part of the baseline answer being explained: [start, end) of its characters."""
@@ -142,13 +154,23 @@ class Target(BaseModel):
     end: int
 
 
+def lenient(value, handler):
+    """A damaged reference to per-token numbers (run files are anyone's to edit) reads as none:
+    only those numbers are lost, and the views say so, never the evaluation or run holding it."""
+    try:
+        return handler(value)
+    except ValidationError:
+        return None
+
+
 class Retargeted(BaseModel):
     """A record that explains another part of its run's answer, scored from the stored evaluations."""
 
     whole: Target | None  # what the run itself scored: None for the whole answer
     scorer: str  # the run's own scorer (an embedding run's parts are scored by target overlap)
     refined_by_whole: bool = False  # hierarchical: its passes refined what the run's own score found hot
-    unchecked: bool = False  # the run's faithfulness check could not be scored for this part (see notes)
+    checked: bool = False  # the run made a faithfulness check (its own record's `faithfulness`)
+    unchecked: bool = False  # its top-k deletion could not be scored for this part (see notes)
 
 
 class SpanScore(BaseModel):
@@ -249,6 +271,11 @@ class RunRecord(BaseModel):
     faithfulness: Faithfulness | None = None
     baseline: Call | None = None
     answer_tokens: AnswerTokens | None = None  # log-probability runs (schema 3)
+
+    @field_validator("answer_tokens", mode="wrap")
+    @classmethod
+    def _lost_if_damaged(cls, value, handler):
+        return lenient(value, handler)
     evaluations: list[Evaluation] = Field(default_factory=list)
     attribution: list[SpanScore] = Field(default_factory=list)
     spend: Spend = Field(default_factory=Spend)  # across every session of the run

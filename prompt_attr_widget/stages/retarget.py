@@ -55,7 +55,8 @@ def retarget(record: RunRecord, target: str | tuple[int, int] | Target, *, boots
     masks = random_masks(n, c.masks, c.keep_prob, c.seed) if c.method == "surrogate" else None
     attribution, fit = estimate(c.method, n, evaluations, noise, masks=masks, keep_prob=c.keep_prob, seed=c.seed,
                                 bootstrap=BOOTSTRAP if bootstrap is None else bootstrap)
-    checks = _faithfulness(record, evaluations, attribution)
+    checked = record.retargeted.checked if record.retargeted else record.faithfulness is not None
+    checks = _faithfulness(record, evaluations, attribution) if checked else None
     return record.model_copy(update={
         "target": part,
         "scorer": scores.name,
@@ -69,7 +70,8 @@ def retarget(record: RunRecord, target: str | tuple[int, int] | Target, *, boots
             whole=record.retargeted.whole if record.retargeted else record.target,
             scorer=_own_scorer(record),
             refined_by_whole=c.estimator(n) == "hierarchical",
-            unchecked=record.faithfulness is not None and checks is None,
+            checked=checked,
+            unchecked=checked and (checks is None or checks.top_k_score is None),
         ),
     })
 
@@ -96,7 +98,8 @@ def _own_scorer(record: RunRecord) -> str:
 
 def _answer(record: RunRecord) -> str:
     if record.baseline is None or record.baseline.output is None:
-        raise UsageError(f"run {record.run_id} has no baseline answer (it stopped first), so no part of one to explain")
+        when = "yet" if record.status == "running" else "(it stopped first)"
+        raise UsageError(f"run {record.run_id} has no baseline answer {when}, so no part of one to explain")
     return record.baseline.output
 
 
@@ -130,9 +133,11 @@ def _scorer_for(record: RunRecord):
 
 def _check_tokens(record: RunRecord) -> None:
     if record.answer_tokens is None:
+        why = (f"was saved before prompt_attr kept each answer token's log-probability (run file schema "
+               f"{record.schema_version})" if record.schema_version < 3 else
+               "holds no record of its answer's tokens (missing or damaged in its run files)")
         raise UsageError(
-            f"run {record.run_id} was saved before prompt_attr kept each answer token's log-probability "
-            f"(run file schema {record.schema_version}), so other parts of its answer cannot be scored from it: "
+            f"run {record.run_id} {why}, so other parts of its answer cannot be scored from it: "
             f"re-run it (prompt-attr rerun {record.run_id}; cached answers cost nothing) or run with --target"
         )
     lost = sum(e.tokens is None or e.tokens.values is None for e in record.evaluations)
@@ -154,6 +159,10 @@ class _LogprobPart:
     def __init__(self, record: RunRecord, part: Target):
         self.answer, self.part = record.answer_tokens, part
         self._chosen: dict[tuple[int, ...] | None, np.ndarray] = {}  # token choice per way of cutting the answer
+        if not any(covering(self.answer.offsets, self.answer.length, part.start, part.end)):
+            raise UsageError(f"no token of the answer covers characters {part.start}:{part.end} "
+                             f"({part.text!r}): the model's tokens of the answer start at character "
+                             f"{self.answer.offsets[0] if self.answer.offsets else self.answer.length}")
         self.base = self.point(None)
 
     def point(self, e: Evaluation | None) -> float:
@@ -210,9 +219,11 @@ def _noise(record: RunRecord, scores) -> NoiseFloor | None:
 
 
 def _faithfulness(record: RunRecord, evaluations: list[Evaluation], attribution) -> Faithfulness | None:
-    """The run's checks for the part, where the deletions they need were made; else None."""
-    old, c, n = record.faithfulness, record.settings, len(record.spans)
-    if old is None or not attribution:
+    """The run's checks for the part, each where the deletions it needs were made: the top-k
+    deletion (its top spans deleted together) and, with faithfulness "full", the LDS on the
+    held-out masks (the same for every part); None when neither can be scored."""
+    c, n = record.settings, len(record.spans)
+    if not attribution:
         return None
     found: dict[tuple[int, ...], Evaluation] = {}
     for e in evaluations:
@@ -222,13 +233,15 @@ def _faithfulness(record: RunRecord, evaluations: list[Evaluation], attribution)
         if e.purpose == "attribution":
             found[tuple(e.dropped)] = e
     top = tuple(top_k(attribution, n))
-    randoms = random_subsets(n, len(top), RANDOM_DRAWS[c.faithfulness], c.seed + 2)
-    heldout = random_masks(n, c.heldout_masks, c.keep_prob, c.seed + 3) if old.heldout else []
-    if any(m not in found for m in (top, *randoms, *heldout)):
-        return None  # this part's top spans were never deleted together in the run
+    randoms = random_subsets(n, len(top), RANDOM_DRAWS.get(c.faithfulness, 0), c.seed + 2)
+    heldout = random_masks(n, c.heldout_masks, c.keep_prob, c.seed + 3) if c.faithfulness == "full" else []
     lds = None
-    if heldout:
+    if heldout and all(m in found for m in heldout):
         by_span = {s.index: s.score for s in attribution}
         lds = spearman(predicted(heldout, by_span), [found[m].score for m in heldout])
-    return Faithfulness(k=len(top), top_k=list(top), top_k_score=found[top].score,
-                        random_scores=[found[m].score for m in randoms], lds=lds, heldout=len(heldout))
+    deleted = all(m in found for m in (top, *randoms))
+    if not deleted and lds is None:
+        return None  # this part's top spans were never deleted together in the run, nor held-out masks
+    return Faithfulness(k=len(top), top_k=list(top), top_k_score=found[top].score if deleted else None,
+                        random_scores=[found[m].score for m in randoms] if deleted else [], lds=lds,
+                        heldout=len(heldout) if lds is not None else 0)

@@ -20,6 +20,7 @@ views say so; nothing is ever read from the wrong place.
 from __future__ import annotations
 
 import os
+import stat
 import zlib
 from pathlib import Path
 
@@ -70,30 +71,42 @@ class TokenFile:
 
 
 def attach(record: RunRecord, folder: Path) -> None:
-    """Fill every stored TokenValues of a record read from disk with its numbers (see module doc)."""
+    """Fill every stored TokenValues of a record read from disk with its numbers (see module doc).
+
+    Only a regular file is read (a FIFO or a device in its place is never opened for reading,
+    so `show` cannot hang), and only each evaluation's own bytes, never the whole file."""
     slots = [e.tokens for e in record.evaluations if e.tokens is not None]
     answer = record.answer_tokens
     if answer is not None:
         slots.append(answer.baseline)
     if not slots:
         return
-    try:
-        data = (Path(folder) / FILE).read_bytes()
-    except OSError:
-        data = b""
     usual = len(answer.offsets) if answer is not None else None
-    for tokens in slots:
-        tokens.values = _slice(data, tokens, usual)
+    try:
+        fd = os.open(Path(folder) / FILE, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return  # missing or unreadable: every slot keeps values=None, and the views say so
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return
+        for tokens in slots:
+            tokens.values = _slice(fd, info.st_size, tokens, usual)
+    finally:
+        os.close(fd)
 
 
-def _slice(data: bytes, tokens: TokenValues, usual: int | None) -> bytes | None:
+def _slice(fd: int, size: int, tokens: TokenValues, usual: int | None) -> bytes | None:
     """The numbers of one TokenValues, or None when they are not (all) there or do not check."""
     if tokens.at is None or tokens.crc32 is None:
         return None
     expected = len(tokens.offsets) if tokens.offsets is not None else usual
-    if expected != tokens.count:
-        return None  # its offsets do not cut the answer into as many tokens: never misread
-    chunk = data[tokens.at * WIDTH : (tokens.at + tokens.count) * WIDTH]
+    if expected != tokens.count or (tokens.at + tokens.count) * WIDTH > size:
+        return None  # its offsets do not cut the answer into as many tokens, or the file is short
+    try:
+        chunk = os.pread(fd, tokens.count * WIDTH, tokens.at * WIDTH)
+    except OSError:
+        return None
     if len(chunk) != tokens.count * WIDTH or zlib.crc32(chunk) != tokens.crc32:
         return None
     return chunk

@@ -46,13 +46,13 @@ def rows(record: RunRecord, table: str, drives: dict | None = None) -> list[dict
     raise ValueError(f"unknown table {table!r}: {', '.join(TABLES)}")
 
 
-def to_csv(record: RunRecord, table: str = "spans") -> str:
+def to_csv(record: RunRecord, table: str = "spans", drives: dict | None = None) -> str:
     """A CSV table; a cell a spreadsheet would run as a formula is quoted with a leading '."""
     columns = SPAN_COLUMNS if table == "spans" else EVALUATION_COLUMNS
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
-    for row in rows(record, table):
+    for row in rows(record, table, drives):
         writer.writerow({k: _cell(v) for k, v in row.items()})
     return out.getvalue()
 

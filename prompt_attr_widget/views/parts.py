@@ -20,7 +20,7 @@ views and must start without them.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..core.schema import RunRecord, Span, rank
@@ -63,7 +63,8 @@ class AnswerMatrix:
     stderr: np.ndarray
     significant: np.ndarray  # dtype object: True, False or None
     unit: str
-    records: list[RunRecord]  # each part's retargeted record, for every other view of it
+    records: list[RunRecord | None]  # each part's retargeted record (None: no token covers it)
+    unscored: dict[int, str] = field(default_factory=dict)  # part index: why it has no record
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -93,10 +94,37 @@ class Cause:
 
 
 @dataclass
+class Group:
+    """Spans [start, end) a hierarchical pass left unrefined, and their score deleted together."""
+
+    start: int
+    end: int
+    score: float
+
+
+@dataclass
 class PartExplanation:
     part: AnswerPart
     causes: list[Cause]  # significant spans, most influential first
     floor: float | None  # the part's noise floor
+    unrefined: list[Group] = field(default_factory=list)  # groups above the floor never split
+    why: str | None = None  # why the part could not be scored at all
+
+    def lines(self) -> list[str]:
+        """What this part's entry says: its causes, the unrefined groups that hold one, or why none."""
+        if self.why is not None:
+            return [f"not scored: {self.why}"]
+        lines = []
+        for c in self.causes:
+            err = "" if c.stderr is None else f" ± {c.stderr:.3f}"
+            lines.append(f"{c.score:.3f}{err}  span {c.span.index}: {one_line(c.span.text, 60)!r}")
+        for g in self.unrefined:
+            lines.append(f"{g.score:.3f}  spans {g.start}-{g.end - 1} together: a group the run's hierarchical "
+                         "passes did not refine (not measured alone; a run with --target for this part refines it)")
+        if not lines:
+            floor = "" if self.floor is None else f" {self.floor:.3f}"
+            lines.append(f"no span above the noise floor{floor}")
+        return lines
 
 
 class Explanation(list):
@@ -109,12 +137,7 @@ class Explanation(list):
         lines = [f"caused by, in {self.unit} (spans above each sentence's noise floor, most influential first):"]
         for row in self:
             lines.append(f"[{row.part.index}] {one_line(row.part.text, 70)!r}")
-            if not row.causes:
-                floor = "" if row.floor is None else f" {row.floor:.3f}"
-                lines.append(f"    no span above the noise floor{floor}")
-            for c in row.causes:
-                err = "" if c.stderr is None else f" ± {c.stderr:.3f}"
-                lines.append(f"    {c.score:.3f}{err}  span {c.span.index}: {one_line(c.span.text, 60)!r}")
+            lines += [f"    {line}" for line in row.lines()]
         return "\n".join(lines) if self else "(no answer parts)"
 
     def as_dict(self, matrix: AnswerMatrix) -> dict:
@@ -126,8 +149,9 @@ class Explanation(list):
             "unit": self.unit,
             "spans": [s.model_dump(include={"index", "start", "end", "text"}) for s in matrix.spans],
             "parts": [{"index": r.part.index, "start": r.part.start, "end": r.part.end, "text": r.part.text,
-                       "kind": r.part.kind, "noise_floor": r.floor,
-                       "causes": [{"span": c.span.index, "score": c.score, "stderr": c.stderr} for c in r.causes]}
+                       "kind": r.part.kind, "noise_floor": r.floor, "not_scored": r.why,
+                       "causes": [{"span": c.span.index, "score": c.score, "stderr": c.stderr} for c in r.causes],
+                       "unrefined_groups": [{"spans": [g.start, g.end], "score": g.score} for g in r.unrefined]}
                       for r in self],
             "scores": [[number(x) for x in row] for row in matrix.scores],
             "significant": [list(row) for row in matrix.significant],
@@ -136,8 +160,7 @@ class Explanation(list):
     def _repr_html_(self) -> str:
         rows = []
         for row in self:
-            causes = "; ".join(f"span {c.span.index} ({c.score:.3f}): {safe_html_text(one_line(c.span.text, 60))}"
-                               for c in row.causes) or "no span above the noise floor"
+            causes = "<br>".join(safe_html_text(line) for line in row.lines())
             rows.append(f"<tr><td style=\"text-align:left\">{safe_html_text(one_line(row.part.text, 90))}</td>"
                         f"<td style=\"text-align:left\">{causes}</td></tr>")
         return (f"<table><thead><tr><th style=\"text-align:left\">answer part</th><th style=\"text-align:left\">"
@@ -146,62 +169,93 @@ class Explanation(list):
 
 def answer_matrix(record: RunRecord, bootstrap: int | None = None) -> AnswerMatrix:
     """Every answer part retargeted (raises UsageError where the run stored too little).
-    `bootstrap`: the surrogate's resamples (None: its own; 0: weights only, a live view's)."""
+    `bootstrap`: the surrogate's resamples (None: its own; 0: weights only, a live view's).
+    A part no token of the answer covers has no record (None) and a row of NaN, and says why."""
     import numpy as np
 
+    from ..core.errors import UsageError
     from ..stages.retarget import parts_of, retarget
 
     parts = [AnswerPart.of(p) for p in parts_of(record)]
-    records = [retarget(record, (p.start, p.end), bootstrap=bootstrap) for p in parts]
+    records, unscored = [], {}
+    for p in parts:
+        try:
+            records.append(retarget(record, (p.start, p.end), bootstrap=bootstrap))
+        except UsageError as exc:  # a part between the model's tokens: nothing measured it
+            records.append(None)
+            unscored[p.index] = str(exc)
     n = len(record.spans)
     scores, stderr = np.full((len(parts), n), np.nan), np.full((len(parts), n), np.nan)
     significant = np.full((len(parts), n), None, dtype=object)
     for row, r in enumerate(records):
-        for s in r.attribution:
+        for s in r.attribution if r is not None else ():
             scores[row, s.index] = s.score
             stderr[row, s.index] = np.nan if s.stderr is None else s.stderr
             significant[row, s.index] = s.significant
-    unit = records[0].score_unit if records else record.score_unit
-    return AnswerMatrix(parts, list(record.spans), scores, stderr, significant, unit, records)
+    unit = next((r.score_unit for r in records if r is not None), record.score_unit)
+    return AnswerMatrix(parts, list(record.spans), scores, stderr, significant, unit, records, unscored)
 
 
 def explain(matrix: AnswerMatrix) -> Explanation:
     out = Explanation()
     out.unit = matrix.unit
     for part, r in zip(matrix.parts, matrix.records, strict=True):
+        if r is None:
+            out.append(PartExplanation(part, [], None, why=matrix.unscored[part.index]))
+            continue
+        floor = r.noise.floor if r.noise else None
         causes = [Cause(matrix.spans[s.index], s.score, s.stderr) for s in rank(r.attribution) if s.significant]
-        out.append(PartExplanation(part, causes, r.noise.floor if r.noise else None))
+        out.append(PartExplanation(part, causes, floor, unrefined_groups(r, floor)))
     return out
 
 
-def drives(record: RunRecord, matrix: AnswerMatrix | None) -> dict[int, AnswerPart]:
-    """For an untargeted run, the answer part each span moves most, where that is significant.
+def unrefined_groups(record: RunRecord, floor: float | None) -> list[Group]:
+    """The groups a hierarchical pass did not refine whose score for this part, all their spans
+    deleted together, is above the floor: a cause lies in them, never measured alone."""
+    seen = {}
+    for s in record.attribution:
+        if not s.resolved and s.group not in seen:
+            seen[s.group] = s.score * (s.group[1] - s.group[0])
+    groups = [Group(a, b, total) for (a, b), total in seen.items() if floor is None or total > floor]
+    return sorted(groups, key=lambda g: -g.score)
 
-    Only a run that scored the whole answer, of more than one part, has parts to tell apart;
-    a span none of whose cells is above its part's noise floor drives none.
+
+def drives(record: RunRecord, matrix: AnswerMatrix | None) -> dict[int, AnswerPart]:
+    """For an untargeted run, the answer part each span moves most, where that is above the part's
+    noise floor.
+
+    Only a run that scored the whole answer, of more than one part, has parts to tell apart; a
+    span none of whose cells is above its part's floor drives none, and a share of a group a
+    hierarchical pass did not refine (never measured alone) drives none. Judged on the weights
+    and the floor alone, so the verdict is the same with or without the surrogate's bootstrap.
     """
     if record.target is not None or matrix is None or len(matrix.parts) < 2:
         return {}
+    floors = [None if r is None or r.noise is None else r.noise.floor for r in matrix.records]
     out = {}
     for i in range(len(record.spans)):
         best = None
-        for row in range(len(matrix.parts)):
+        for row, floor in enumerate(floors):
             value = matrix.scores[row, i]
-            if matrix.significant[row, i] and not math.isnan(value) and (best is None or value > matrix.scores[best, i]):
+            above = matrix.significant[row, i] is not None and value > (floor if floor is not None else 0.0)
+            if above and (best is None or value > matrix.scores[best, i]):
                 best = row
         if best is not None:
             out[i] = matrix.parts[best]
     return out
 
 
-def drives_of(record: RunRecord, bootstrap: int | None = None) -> dict[int, AnswerPart]:
+def drives_of(record: RunRecord) -> dict[int, AnswerPart]:
     """`drives` of an untargeted run whose parts can be scored from what it stored; else none
-    (a targeted run, a run saved before per-token log-probabilities were kept, a lost file)."""
+    (a targeted run, a run saved before per-token log-probabilities were kept, a lost file).
+
+    From the parts' weights alone (no bootstrap: a cell is judged against its part's noise
+    floor only), so a default view of a long answer stays quick; `explain()` has the errors."""
     from ..stages.retarget import can_retarget
 
     if record.target is not None or can_retarget(record) is not None:
         return {}
-    return drives(record, answer_matrix(record, bootstrap))
+    return drives(record, answer_matrix(record, bootstrap=0))
 
 
 def drive_text(part: AnswerPart | None, width: int = 60) -> str:

@@ -19,7 +19,7 @@ from .parts import (
     Explanation,
     answer_matrix,
     drive_label,
-    drives,
+    drives_of,
     explain,
 )
 from .scale import run_notes
@@ -74,6 +74,7 @@ class Attribution:
             )
         self.spans: list[SpanResult] = spans
         self._matrix: AnswerMatrix | None = None
+        self._drives: dict[int, AnswerPart] | None = None
 
     # -- any part of the answer, from the stored evaluations (no model call) --------------------
 
@@ -106,10 +107,11 @@ class Attribution:
         return explain(self.matrix())
 
     def drives(self) -> dict[int, AnswerPart]:
-        """For an untargeted run, the answer sentence each span moves most (where significant)."""
-        if self.record.target is not None or self.matrix_error() is not None:
-            return {}
-        return drives(self.record, self.matrix())
+        """For an untargeted run, the answer sentence each span moves most (above that sentence's
+        noise floor); computed once (views/parts.py: drives_of)."""
+        if self._drives is None:
+            self._drives = drives_of(self.record)
+        return self._drives
 
     def matrix_error(self) -> str | None:
         """Why the answer's parts cannot be scored from this run, or None."""
@@ -182,7 +184,7 @@ class Attribution:
         """The spans (with scores) or the evaluations as CSV."""
         from .export import to_csv
 
-        return to_csv(self.record, table)
+        return to_csv(self.record, table, drives=self.drives())
 
     def report_html(self) -> str:
         """A standalone HTML report of the run: opens offline, loads nothing."""

@@ -172,9 +172,10 @@ def run_notes(record: RunRecord) -> list[str]:
                 f"{f.k}, so do not trust the ranking (its scores may be noise, or spans matter only together)"
             )
         notes.append(line)
-    elif record.retargeted and record.retargeted.unchecked:
-        notes.append("check: not measured for this part (its top spans were never deleted together in the run; "
-                     "a run with --target measures it)")
+    if record.retargeted and record.retargeted.unchecked:
+        lds = f"; LDS {f.lds:.2f} on {f.heldout} held-out masks" if f and f.lds is not None else ""
+        notes.append("check: the top-k deletion is not measured for this part (its top spans were never deleted "
+                     f"together in the run; a run with --target measures it){lds}")
     if record.redacted:
         notes.append(redaction_note(record))
     return notes

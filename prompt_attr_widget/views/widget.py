@@ -405,8 +405,11 @@ class AttributionWidget(_TwoOutputs):
             return
         self._drives = drives(r, matrix)
         self.parts_note = ""
-        self.part_views = [_part_view(part_record, label=_part_label(p)) for p, part_record in
-                           zip(matrix.parts, matrix.records, strict=True)]
+        self.part_views = [
+            _part_view(part_record, label=_part_label(p)) if part_record is not None
+            else _unscored_view(len(r.spans), _part_label(p), matrix.unscored[p.index])
+            for p, part_record in zip(matrix.parts, matrix.records, strict=True)
+        ]
         self.drives = [drive_label(self._drives.get(i)) for i in range(len(r.spans))]
 
 
@@ -521,6 +524,13 @@ def _part_view(record: RunRecord, label: str) -> dict:
         "scale": legend(top, record.score_unit, floor, _refines(record)),
         "notes": run_notes(record),
     }
+
+
+def _unscored_view(n_spans: int, label: str, why: str) -> dict:
+    """A part nothing measured (no token of the answer covers it): every span pending, and why."""
+    return {"label": label, "scores": [None] * n_spans, "stderr": [None] * n_spans, "resolved": [False] * n_spans,
+            "heat": [""] * n_spans, "muted": [False] * n_spans, "ranking": [], "scale": legend(MIN_TOP, None, None),
+            "notes": [f"not scored: {why}"]}
 
 
 def _answer_pieces(answer: str, parts) -> tuple[list[dict], str]:

@@ -405,3 +405,96 @@ def test_parts_of_an_old_run_say_why_in_the_widget(runs_dir):
     widget = AttributionWidget.from_attribution(prompt_attr.load_run(whole.run_id, runs_dir))
     assert widget.part_views == [] and "lost their per-token log-probabilities" in widget.parts_note
     assert len(widget.answer_parts) == 4  # the answer is still shown in its parts
+
+
+# --- what a review found: each case is a test -----------------------------------------------------
+
+
+def test_explain_names_an_unrefined_group_that_holds_a_sentences_cause(runs_dir):
+    """A hierarchical run never split the group holding the culprit of a short sentence: explain()
+    says so (the group and its score), never "no span above the noise floor"."""
+    prompt = " ".join(f"Line {i} says Word{i}." for i in range(30)) + \
+        " Say Discontinued once. Filler text here. More filler text. Even more filler."
+    answer = "The " + " ".join(f"Word{i % 3}" for i in range(45)) + " are here. And Discontinued too."
+    whole = prompt_attr.attribute(prompt, backend=Answering(answer), runs_dir=runs_dir, cache=False)
+    culprit = next(s.index for s in whole.spans if "Discontinued" in s.text)
+    row = whole.explain()[1]
+    assert row.part.text == "And Discontinued too."
+    assert any(g.start <= culprit < g.end for g in row.unrefined)
+    assert "did not refine" in repr(whole.explain()) and "no span above the noise floor" not in row.lines()[0]
+
+
+def test_show_target_prefers_text_that_occurs_in_the_answer_and_target_range_forces_a_range(runs_dir, capsys):
+    whole = prompt_attr.attribute(PROMPT, backend=Answering("The Store opens at 9:30 daily. Bye Friend."),
+                                  runs_dir=runs_dir, method="loo", cache=False)
+    code, out, err = show(whole.run_id, "--runs-dir", runs_dir, "--target", "9:30", "--json", capsys=capsys)
+    assert code == 0 and json.loads(out)["target"]["text"] == "9:30" and "--target-range 9:30" in err
+    code, out, _ = show(whole.run_id, "--runs-dir", runs_dir, "--target-range", "4:9", "--json", capsys=capsys)
+    assert code == 0 and json.loads(out)["target"] == {"text": "Store", "start": 4, "end": 9}
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="POSIX FIFOs")
+@pytest.mark.parametrize("kind", ["fifo", "device", "directory"])
+def test_a_logprobs_file_that_is_no_regular_file_is_never_read(runs_dir, kind):
+    import subprocess
+    import sys
+
+    whole = run(runs_dir)
+    path = whole.path / FILE
+    path.unlink()
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "device":
+        path.symlink_to("/dev/zero")
+    else:
+        path.mkdir()
+    proc = subprocess.run([sys.executable, "-m", "prompt_attr_widget.cli", "show", whole.run_id, "--runs-dir",
+                           str(runs_dir), "--no-color"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    with pytest.raises(UsageError, match="lost their per-token"):
+        prompt_attr.load_run(whole.run_id, runs_dir).for_target("Nine")
+
+
+def test_a_part_of_a_part_keeps_the_runs_check_and_its_note(runs_dir):
+    whole = run(runs_dir)
+    first = whole.for_target("Discontinued. We offer a Free Mini")
+    again, direct = first.for_target("Discontinued"), whole.for_target("Discontinued")
+    assert again.record.faithfulness == direct.record.faithfulness is not None
+    assert again.notes()[2:] == direct.notes()[2:] and again.record.retargeted.whole is None
+
+
+def test_the_lds_of_held_out_masks_serves_every_part(runs_dir):
+    whole = run(runs_dir, method="surrogate", masks=24, faithfulness="full")
+    derived = whole.for_target("Discontinued")
+    fresh = run(runs_dir, method="surrogate", masks=24, faithfulness="full", target="Discontinued")
+    assert derived.record.faithfulness.lds == pytest.approx(fresh.record.faithfulness.lds, abs=1e-6)
+    assert any("top-k deletion is not measured" in n and "LDS" in n for n in derived.notes())
+
+
+def test_a_part_no_token_covers_is_refused_and_shown_as_not_scored(runs_dir, capsys):
+    answer = "🙂\n\nThe Pro is Discontinued. We offer a Free Mini instead."
+    whole = prompt_attr.attribute(PROMPT, backend=Answering(answer), runs_dir=runs_dir, method="loo", cache=False)
+    with pytest.raises(UsageError, match="no token of the answer covers characters 0:1"):
+        whole.for_target((0, 1))
+    row = whole.explain()[0]
+    assert row.part.text == "🙂" and row.lines()[0].startswith("not scored: no token")
+    code, out, err = show(whole.run_id, "--runs-dir", runs_dir, "--by-sentence", "--json", capsys=capsys)
+    data = json.loads(out, parse_constant=lambda c: pytest.fail(f"non-standard JSON {c}"))
+    assert code == 0 and data["parts"][0]["not_scored"] and "Warning" not in err
+    assert whole.drives()  # the other parts still drive
+
+
+def test_a_damaged_token_reference_loses_only_those_numbers(runs_dir):
+    whole = run(runs_dir)
+    events = (whole.path / "events.jsonl").read_text().splitlines()
+    at = next(i for i, line in enumerate(events) if '"evaluated"' in line)
+    event = json.loads(events[at])
+    event["evaluation"]["tokens"]["crc32"] = "deadbeef"
+    events[at] = json.dumps(event)
+    (whole.path / "events.jsonl").write_text("\n".join(events) + "\n")
+    (whole.path / "run.json").unlink()  # rebuilt from the events
+    loaded = prompt_attr.load_run(whole.run_id, runs_dir)
+    assert len(loaded.record.evaluations) == len(whole.record.evaluations)
+    assert [s.score for s in loaded.spans] == [s.score for s in whole.spans]
+    with pytest.raises(UsageError, match="1 of run .* scored prompts have lost"):
+        loaded.for_target("Nine")
