@@ -152,7 +152,7 @@ def _check_tokens(record: RunRecord) -> None:
 
 class _LogprobPart:
     """A part scored as a log-probability run targeted at it scores it: the drop in the mean
-    log-probability of the tokens covering it (stages/score.py: covering)."""
+    log-probability of the tokens covering it (core/schema.py: covering)."""
 
     name = "logprob"
 
