@@ -121,6 +121,10 @@ def _resolve(answer: str, target) -> Target:
 
 def _scorer_for(record: RunRecord):
     """How this run's stored evaluations score a part of the answer (a class below), once checked."""
+    n = len(record.spans)
+    if any(not 0 <= i < n for e in record.evaluations for i in e.dropped):
+        raise UsageError(f"run {record.run_id}'s evaluations name spans it does not have (its run files were "
+                         "edited or damaged), so parts of its answer cannot be scored from them")
     if _own_scorer(record) == "logprob":
         _check_tokens(record)
         return _LogprobPart

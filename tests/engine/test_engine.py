@@ -325,7 +325,7 @@ def test_to_records(result):
     records = result.to_records()
     assert len(records) == 8
     assert set(records[0]) == {
-        "index", "start", "end", "text", "score", "resolved", "ablated_output", "stderr", "significant"
+        "index", "start", "end", "text", "score", "resolved", "ablated_output", "stderr", "significant", "drives"
     }
     for r in records:
         assert result.record.prompt[r["start"] : r["end"]] == r["text"]
@@ -345,7 +345,8 @@ def test_to_dataframe(result):
     assert df.index.name == "index" and list(df.index) == list(range(8))
     assert df.loc[5, "score"] == 1.0
     assert df["score"].idxmax() == 5
-    assert list(df.columns) == ["start", "end", "text", "score", "resolved", "ablated_output", "stderr", "significant"]
+    assert list(df.columns) == ["start", "end", "text", "score", "resolved", "ablated_output", "stderr", "significant",
+                                "drives"]
 
 
 def test_repr_and_html(result):
