@@ -141,7 +141,7 @@ class LocalBackend:
                               n_threads_batch=self.threads, seed=42, verbose=False)
                 if role == "embed":
                     kwargs.update(embedding=True, pooling_type=lc.LLAMA_POOLING_TYPE_MEAN)
-                if role == "logprob":
+                if role == "logprob-all":  # every position's logits: the reference path (tests, benchmarks)
                     kwargs.update(logits_all=True)
                 try:
                     with _quiet_stderr():
@@ -207,10 +207,14 @@ class LocalBackend:
         """Teacher-forced log-probability of each token of `continuation` after the chat prompt."""
         return await self._run(self._logprob_sync, messages, continuation)
 
-    def _logprob_sync(self, messages: list[dict], continuation: str) -> TokenLogprobs:
+    def _logprob_sync(self, messages: list[dict], continuation: str, *, every_position: bool = False) -> TokenLogprobs:
+        """Log-probabilities of the continuation's tokens, from the logits of only the positions
+        that predict them (`answer_logits`); `every_position` takes them from a context that
+        computes every position's logits, as llama-cpp-python's `logits_all` does (the
+        reference the fast path is tested against: the same numbers to 1e-4)."""
         import numpy as np
 
-        llm = self._model("logprob")
+        llm = self._model("logprob-all" if every_position else "logprob")
         prompt_text = self._chat_prompt(llm, messages)
         prompt_ids = llm.tokenize(prompt_text.encode("utf-8"), add_bos=True, special=True)
         cont_ids = llm.tokenize(continuation.encode("utf-8"), add_bos=False, special=False)
@@ -218,8 +222,11 @@ class LocalBackend:
         if len(ids) > self.n_ctx:
             raise UsageError(f"prompt and answer ({len(ids)} tokens) exceed the local context ({self.n_ctx})")
         llm.reset()  # no KV reuse: see _complete_sync
-        llm.eval(ids)
-        logits = np.asarray(llm.scores[len(prompt_ids) - 1 : len(ids) - 1], dtype=np.float64)
+        if every_position:
+            llm.eval(ids)
+            logits = np.asarray(llm.scores[len(prompt_ids) - 1 : len(ids) - 1], dtype=np.float64)
+        else:
+            logits = answer_logits(llm, ids, len(prompt_ids) - 1)
         logits -= logits.max(axis=1, keepdims=True)
         logz = np.log(np.exp(logits).sum(axis=1))
         return TokenLogprobs(
@@ -242,6 +249,38 @@ class LocalBackend:
 
     async def aclose(self) -> None:
         return None  # models stay loaded for the next run in this process
+
+
+def answer_logits(llm, ids: list[int], first: int):
+    """The logits of positions first .. len(ids) - 2 (those that predict ids[first + 1:]), with
+    llama.cpp asked for those positions' logits only.
+
+    llama-cpp-python's `logits_all` computes the output layer at every position and copies a
+    vocabulary-wide row per prompt token into Python; here each batch flags only the positions
+    scored (llama_batch.logits), so the output layer runs on the answer's positions alone. The
+    last token is never evaluated: nothing it predicts is scored.
+    """
+    import numpy as np
+
+    ctx, batch, n_vocab = llm._ctx, llm._batch, llm.n_vocab()
+    ctx.kv_cache_seq_rm(-1, 0, -1)
+    rows = []
+    todo = ids[:-1]
+    for start in range(0, len(todo), llm.n_batch):
+        chunk = todo[start : start + llm.n_batch]
+        b = batch.batch
+        b.n_tokens = len(chunk)
+        for i, token in enumerate(chunk):
+            b.token[i], b.pos[i], b.n_seq_id[i] = token, start + i, 1
+            b.seq_id[i][0] = 0
+            b.logits[i] = start + i >= first
+        ctx.decode(batch)
+        flagged = sum(start + i >= first for i in range(len(chunk)))
+        if flagged:
+            out = np.ctypeslib.as_array(ctx.get_logits(), shape=(flagged * n_vocab,))
+            rows.append(out.reshape(flagged, n_vocab).astype(np.float64))
+    llm.n_tokens = len(todo)
+    return np.concatenate(rows) if rows else np.zeros((0, n_vocab))
 
 
 def _char_offsets(llm, token_ids: list[int], text: str) -> list[int]:

@@ -366,3 +366,21 @@ def test_any_part_of_the_answer_from_stored_evaluations_equals_a_targeted_run(ru
         assert [s.score for s in view.spans] == pytest.approx(list(matrix.scores[row]), abs=1e-9)
     # the parts tell apart what the whole answer blends: each sentence's top span is its own fact
     assert derived[0].top(1)[0].index != derived[1].top(1)[0].index
+
+
+@pytest.mark.local
+def test_answer_only_logits_give_the_numbers_every_positions_logits_give():
+    """The log-probability path asks llama.cpp for the logits of the answer's positions only; a
+    context computing every position's (llama-cpp-python's logits_all) gives the same numbers,
+    also for an answer longer than one llama.cpp batch (512 tokens)."""
+    from prompt_attr_widget.backends.local import LocalBackend
+
+    backend = LocalBackend()
+    messages = [{"role": "user", "content": PROMPT}]
+    for answer in ("A: The Eiffel Tower is in Paris. It opens at 9 am.", " ".join(["The tower is tall."] * 130)):
+        fast = backend._logprob_sync(messages, answer)
+        full = backend._logprob_sync(messages, answer, every_position=True)
+        assert fast.offsets == full.offsets and fast.prompt_tokens == full.prompt_tokens
+        assert len(fast.logprobs) == len(full.logprobs) > 0
+        assert max(abs(a - b) for a, b in zip(fast.logprobs, full.logprobs, strict=True)) <= 1e-4
+    assert len(fast.logprobs) > 512
