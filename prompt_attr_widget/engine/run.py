@@ -44,7 +44,7 @@ from ..core.version import __version__
 from ..stages.estimate import estimate
 from ..stages.faithfulness import RANDOM_DRAWS, predicted, random_subsets, spearman, top_k
 from ..stages.noise import default_repeats, noise_floor, pairwise
-from ..stages.plan import Group, leave_one_out, random_masks, select_for_refinement, split
+from ..stages.plan import Group, leave_one_out, prefix_order, random_masks, select_for_refinement, split
 from ..stages.score import resolve_target
 from ..stages.segment import segment
 from ..stages.surrogate import BOOTSTRAP
@@ -199,12 +199,8 @@ class _Run:
     async def run_pass(self, masks: list[tuple[int, ...]], round_: int, purpose: str = "attribution") -> AsyncIterator:
         """Evaluate masks not evaluated yet, concurrently."""
         store = self.evaluated if purpose == "attribution" else self.checks
-        todo = [m for m in dict.fromkeys(masks) if m not in self.evaluated and m not in self.checks]
-        # Ordered by keep-mask so consecutive calls share long prompt prefixes
-        # (llama.cpp reuses the KV cache of the common prefix).
-        # (descending by deleted spans, a shorter mask first on a tie = longest kept prefix first)
-        end = len(self.spans)
-        todo.sort(key=lambda m: (*m, end), reverse=True)
+        todo = prefix_order([m for m in dict.fromkeys(masks) if m not in self.evaluated and m not in self.checks],
+                            len(self.spans))
         async for event in self._stream([self.measure(m, purpose, round_) for m in todo]):
             if isinstance(event, Evaluated):
                 store[tuple(event.evaluation.dropped)] = event.evaluation

@@ -287,15 +287,18 @@ def test_default_local_run_scores_log_probabilities_and_replays_from_cache(runs_
 
 
 @pytest.mark.local
-def test_an_answer_does_not_depend_on_the_previous_call():
+@pytest.mark.parametrize("reuse", ["1", "0"], ids=["prefix-reuse", "no-reuse"])
+def test_an_answer_does_not_depend_on_the_previous_call(monkeypatch, reuse):
     """The same prompt gets the same greedy answer and log-probs whatever was asked before.
 
-    llama.cpp's KV prefix reuse evaluates a cached prompt's last token alone,
-    whose logits differ in the last bits from a batched evaluation, and
-    greedy decoding then took another path on this very prompt.
+    llama-cpp-python's own KV prefix reuse evaluates a cached prompt's last
+    token alone, whose logits differ in the last bits from a batched
+    evaluation, and greedy decoding then took another path on this very
+    prompt; the aligned chunks (backends/kv.py) must not.
     """
     from prompt_attr_widget.backends.local import LocalBackend
 
+    monkeypatch.setenv("PROMPT_ATTR_LOCAL_PREFIX_REUSE", reuse)
     backend = LocalBackend()
     params = GenerationParams(max_tokens=48, temperature=0.0, seed=42)
     italian = [{"role": "user", "content": "I want to learn to paint.\nAnswer in Italian only.\nWhere should I start?"}]
@@ -391,3 +394,82 @@ def test_answer_only_logits_give_the_numbers_every_positions_logits_give():
         assert len(fast.logprobs) == len(full.logprobs) > 0
         assert max(abs(a - b) for a, b in zip(fast.logprobs, full.logprobs, strict=True)) <= 1e-4
     assert len(fast.logprobs) > 512
+
+
+@pytest.mark.local
+def test_prefix_reuse_and_the_order_of_evaluations_change_no_result(runs_dir, monkeypatch):
+    """A leave-one-out run with prefix reuse on, off (PROMPT_ATTR_LOCAL_PREFIX_REUSE=0), and
+    with its evaluations in the opposite order gets the same answer and scores (to 1e-4;
+    bit for bit by design), while reuse really skipped decoding work."""
+    import prompt_attr_widget.engine.run as run_mod
+    from prompt_attr_widget.backends.local import LocalBackend
+
+    options = {"model": "local", "method": "loo", "faithfulness": "off", "cache": False, "max_tokens": 32,
+               "runs_dir": runs_dir}
+
+    def reused_tokens(run_it):
+        kv = LocalBackend()._decoder()[1]
+        before = kv.totals[2]
+        run = run_it()
+        assert run.status == "finished", run.record.reason
+        return run, kv.totals[2] - before
+
+    on, reused_on = reused_tokens(lambda: prompt_attr.attribute(PROMPT, **options))
+    with monkeypatch.context() as m:
+        m.setenv("PROMPT_ATTR_LOCAL_PREFIX_REUSE", "0")
+        off, reused_off = reused_tokens(lambda: prompt_attr.attribute(PROMPT, **options))
+    with monkeypatch.context() as m:
+        m.setattr(run_mod, "prefix_order", lambda masks, n: sorted(masks))  # the first span's deletion first
+        flipped, _ = reused_tokens(lambda: prompt_attr.attribute(PROMPT, **options))
+    assert reused_on > 0 and reused_off == 0
+
+    def order(run):
+        return [tuple(e.dropped) for e in run.record.evaluations]
+
+    assert order(flipped) != order(on) and sorted(order(flipped)) == sorted(order(on))
+    for other in (off, flipped):
+        assert other.baseline == on.baseline
+        scores = {tuple(e.dropped): e.score for e in other.record.evaluations}
+        for e in on.record.evaluations:
+            assert scores[tuple(e.dropped)] == pytest.approx(e.score, abs=1e-4)
+        assert [s.score for s in other.spans] == pytest.approx([s.score for s in on.spans], abs=1e-4)
+
+
+@pytest.mark.local
+def test_aligned_chunks_reuse_whole_chunks_of_the_common_prefix_and_compute_what_a_fresh_cache_does(monkeypatch):
+    from prompt_attr_widget.backends.kv import CHUNK
+    from prompt_attr_widget.backends.local import LocalBackend
+
+    backend = LocalBackend()
+    llm, kv = backend._decoder()
+    a = backend._prompt_ids(llm, [{"role": "user", "content": PROMPT}])
+    b = backend._prompt_ids(llm, [{"role": "user", "content": PROMPT.replace("French", "Spanish")}])
+    common = next(i for i, (x, y) in enumerate(zip(a, b)) if x != y)
+    assert common > 2 * CHUNK
+    kv.feed(a, len(a) - 5)
+    reused = kv.feed(b, len(b) - 5)
+    assert kv.reused == common - common % CHUNK and kv.computed == len(b) - kv.reused
+    with monkeypatch.context() as m:
+        m.setenv("PROMPT_ATTR_LOCAL_PREFIX_REUSE", "0")
+        fresh = kv.feed(b, len(b) - 5)
+        assert kv.reused == 0
+    assert reused.shape == fresh.shape == (5, llm.n_vocab())
+    assert abs(reused - fresh).max() <= 1e-4
+    kv.feed(b, 3)  # the logits wanted from position 3 on: nothing past it can come from the cache
+    assert kv.reused == 0
+
+
+@pytest.mark.local
+def test_the_thread_count_changes_no_number():
+    """The thread policy may give any call 1 or 2 threads: answers and scores are the same."""
+    from prompt_attr_widget.backends.local import LocalBackend
+
+    messages = [{"role": "user", "content": PROMPT}]
+    params = GenerationParams(max_tokens=24, temperature=0.0, seed=42)
+    seen = []
+    for n in (1, 2):
+        backend = LocalBackend(threads=n)
+        text = asyncio.run(backend.complete(messages, params)).text
+        seen.append((text, asyncio.run(backend.logprob(messages, text)).logprobs))
+    assert seen[0][0] == seen[1][0]
+    assert seen[0][1] == pytest.approx(seen[1][1], abs=1e-4)

@@ -116,7 +116,7 @@ def llama_server(tmp_path_factory):
     env.update(HOST="127.0.0.1", PORT=str(port))  # the server lets HOST/PORT override the file
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--config_file", str(config)],
+            [sys.executable, "-m", "prompt_attr_widget.backends.llama_server", "--config_file", str(config)],
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

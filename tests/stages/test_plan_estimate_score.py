@@ -13,6 +13,7 @@ from prompt_attr_widget.core.errors import BackendError
 from prompt_attr_widget.core.schema import Evaluation, Span
 from prompt_attr_widget.stages.estimate import attribute_spans
 from prompt_attr_widget.stages.plan import (
+    prefix_order,
     Group,
     leave_one_out,
     select_for_refinement,
@@ -323,3 +324,34 @@ def test_property_score_bounds(a, data):
     assert c == pytest.approx(cosine(b, a))
     if np.linalg.norm(a) > 0:
         assert math.isclose(cosine(a, a), 1.0, abs_tol=1e-9)
+
+
+def _kept_prefix(a: tuple[int, ...], b: tuple[int, ...], n: int) -> int:
+    """Spans two masked prompts share before the first span one keeps and the other drops."""
+    for i in range(n):
+        if (i in a) != (i in b):
+            return i
+    return n
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(2, 9), st.data())
+def test_prefix_order_shares_the_most_kept_prefix_of_any_order(n, data):
+    """Sorted by keep-vector, consecutive masks share at least as many leading spans as in
+    any other order (the depth-first order of the trie of kept prefixes)."""
+    masks = data.draw(st.lists(st.lists(st.integers(0, n - 1), unique=True).map(lambda m: tuple(sorted(m))),
+                               min_size=1, max_size=12, unique=True))
+    ordered = prefix_order(masks, n)
+    assert sorted(ordered) == sorted(masks)
+
+    def shared(order):  # the baseline (nothing dropped) is evaluated first
+        return sum(_kept_prefix(a, b, n) for a, b in zip([(), *order], order))
+
+    other = data.draw(st.permutations(masks))
+    assert shared(ordered) >= shared(list(other))
+
+
+def test_prefix_order_of_leave_one_out_deletes_the_last_span_first():
+    assert prefix_order([(0,), (1,), (2,), (3,)], 4) == [(3,), (2,), (1,), (0,)]
+    # a deeper deletion of the same kept prefix follows its parent
+    assert prefix_order([(0, 1), (2,), (0,), (1,)], 3) == [(2,), (1,), (0,), (0, 1)]
