@@ -1,4 +1,5 @@
-"""Benchmark prompt_attr: engine overhead, concurrency, cache, plans, local model, surrogate fit, any part.
+"""Benchmark prompt_attr: engine overhead, concurrency, cache, plans, local model, surrogate fit, any part,
+the local model at its limit (section 8, benchmarks/local_limit.py).
 
 Run `python benchmarks/bench.py` (under a minute on an idle 2-core machine),
 or with `--quick` to skip the local model (a few seconds). `--json PATH` also
@@ -738,7 +739,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="skip the local model")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the figures as JSON")
+    parser.add_argument("--local-limit", action="store_true", help="only section 8, the local model at its limit")
     return parser.parse_args(argv)
+
+
+def measure_all(ws: Workspace, report: Report, skip: str | None) -> None:
+    warm_up()
+    measure_overhead(report)
+    measure_concurrency_and_rerun(ws, report)
+    measure_plans(report)
+    measure_surrogate(report)
+    measure_retarget(report)
+    if skip:
+        report.notes.append(f"5 and 8, the local model, skipped ({skip})")
+        return
+    measure_local(report)
+    if not report.stopped_local_run:
+        import local_limit  # this folder is on sys.path when the script runs
+
+        local_limit.measure(report)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -747,17 +766,12 @@ def main(argv: list[str] | None = None) -> int:
     ws = Workspace()  # sets the env variables before prompt_attr is first imported
     report = Report(machine())
     try:
-        warm_up()
-        measure_overhead(report)
-        measure_concurrency_and_rerun(ws, report)
-        measure_plans(report)
-        measure_surrogate(report)
-        measure_retarget(report)
-        skip = "--quick" if args.quick else local_unavailable()
-        if skip:
-            report.notes.append(f"5 local model skipped ({skip})")
+        if args.local_limit:
+            import local_limit  # this folder is on sys.path when the script runs
+
+            local_limit.measure(report)
         else:
-            measure_local(report)
+            measure_all(ws, report, skip="--quick" if args.quick else local_unavailable())
     finally:
         ws.close()
     total = time.perf_counter() - started

@@ -85,11 +85,9 @@ class AlignedKV:
             for i, token in enumerate(chunk):
                 b.token[i], b.pos[i], b.n_seq_id[i] = token, at + i, 1
                 b.seq_id[i][0] = 0
-                # llama.cpp crashes on a batch with no output: a chunk with nothing wanted
-                # asks for its last position's logits (one row; keys and values do not change)
-                b.logits[i] = at + i >= first or (not flagged and i == len(chunk) - 1)
+                b.logits[i] = at + i >= first
             ctx.decode(batch)
-            if len(chunk) == size:
+            if len(chunk) == size:  # only once decoded: a failed batch leaves the cache as it was
                 self.cached.extend(chunk)
             if flagged:
                 out = np.ctypeslib.as_array(ctx.get_logits(), shape=(flagged * n_vocab,))

@@ -218,14 +218,10 @@ class LocalBackend:
         try:
             kv.feed(ids[:-1], len(ids))
             out = llm.create_completion(
-                prompt=ids, max_tokens=params.max_tokens, temperature=params.temperature, seed=params.seed
+                prompt=ids, max_tokens=min(params.max_tokens, self.n_ctx - len(ids)),
+                temperature=params.temperature, seed=params.seed,
             )
-        except ValueError as exc:
-            if "exceed" in str(exc) and "context" in str(exc):
-                raise UsageError(
-                    f"the prompt is too long for the local model ({exc}); shorten it, lower "
-                    "--max-tokens, or use a model with a longer context (an OpenAI model or another GGUF)"
-                ) from None
+        except (ValueError, RuntimeError) as exc:  # llama.cpp's failures (the length is checked above)
             raise BackendError(f"the local model failed: {exc}") from None
         choice = out["choices"][0]
         usage = out.get("usage") or {}

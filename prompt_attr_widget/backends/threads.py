@@ -40,28 +40,39 @@ def _busy_seconds() -> float | None:
 
 
 class ThreadPolicy:
-    """`policy()` -> the thread count for the next call; fixed when the user chose one."""
+    """`policy()` -> the thread count for the next call; fixed when the user chose one.
+
+    The first window starts when the policy is made (for the shared one: when the backend
+    module is imported, before any model loads); a first call sooner than MIN_WINDOW_S
+    after that waits out the window once, rather than trust the load average, which
+    lags by a minute and still counts a process that just ended.
+    """
 
     def __init__(self, fixed: int | None = None, cores: int | None = None):
         self.fixed, self.cores = fixed, cores or machine_cores()
         self.last: int | None = None
-        self._mark: tuple[float, float, float] | None = None  # (wall, machine busy, own CPU)
+        self._mark = self._now()
+
+    @staticmethod
+    def _now() -> tuple[float, float | None, float]:
+        """(wall clock, machine busy seconds or None, this process's CPU seconds)."""
+        return time.monotonic(), _busy_seconds(), time.process_time()
 
     def __call__(self) -> int:
         if self.fixed:
             return self.fixed
-        now, busy, own = time.monotonic(), _busy_seconds(), time.process_time()
-        if busy is None:  # no /proc/stat: the load average, else one core left free
+        now = self._now()
+        if now[1] is None or self._mark[1] is None:  # no /proc/stat: the load average, else one core left free
             self.last = self._from_others(_load_average(), self.cores - 1)
             return self.last
-        if self._mark is None:  # first call: nothing of ours ran yet, the load average is the others'
-            self.last = self._from_others(_load_average(), self.cores - 1)
-        elif now - self._mark[0] >= MIN_WINDOW_S:
-            wall, was_busy, was_own = now - self._mark[0], busy - self._mark[1], own - self._mark[2]
-            self.last = self._from_others(max(0.0, was_busy - was_own) / wall, self.last)
-        else:
-            return self.last or 1
-        self._mark = (now, busy, own)
+        if now[0] - self._mark[0] < MIN_WINDOW_S:
+            if self.last is not None:
+                return self.last
+            time.sleep(MIN_WINDOW_S - (now[0] - self._mark[0]))
+            now = self._now()
+        wall, busy, own = (a - b for a, b in zip(now, self._mark, strict=True))
+        self.last = self._from_others(max(0.0, busy - own) / wall, self.last)
+        self._mark = now
         return self.last
 
     def _from_others(self, others: float | None, fallback: int | None) -> int:

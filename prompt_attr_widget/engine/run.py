@@ -44,7 +44,14 @@ from ..core.version import __version__
 from ..stages.estimate import estimate
 from ..stages.faithfulness import RANDOM_DRAWS, predicted, random_subsets, spearman, top_k
 from ..stages.noise import default_repeats, noise_floor, pairwise
-from ..stages.plan import Group, leave_one_out, prefix_order, random_masks, select_for_refinement, split
+from ..stages.plan import (
+    Group,
+    leave_one_out,
+    prefix_order,
+    random_masks,
+    select_for_refinement,
+    split,
+)
 from ..stages.score import resolve_target
 from ..stages.segment import segment
 from ..stages.surrogate import BOOTSTRAP

@@ -444,7 +444,7 @@ def test_aligned_chunks_reuse_whole_chunks_of_the_common_prefix_and_compute_what
     llm, kv = backend._decoder()
     a = backend._prompt_ids(llm, [{"role": "user", "content": PROMPT}])
     b = backend._prompt_ids(llm, [{"role": "user", "content": PROMPT.replace("French", "Spanish")}])
-    common = next(i for i, (x, y) in enumerate(zip(a, b)) if x != y)
+    common = next(i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y)
     assert common > 2 * CHUNK
     kv.feed(a, len(a) - 5)
     reused = kv.feed(b, len(b) - 5)
@@ -473,3 +473,4 @@ def test_the_thread_count_changes_no_number():
         seen.append((text, asyncio.run(backend.logprob(messages, text)).logprobs))
     assert seen[0][0] == seen[1][0]
     assert seen[0][1] == pytest.approx(seen[1][1], abs=1e-4)
+

@@ -16,6 +16,8 @@ class Machine:
         monkeypatch.setattr(threads.time, "process_time", lambda: self.own)
         monkeypatch.setattr(threads, "_busy_seconds", lambda: self.busy if proc else None)
         monkeypatch.setattr(threads, "_load_average", lambda: load)
+        monkeypatch.setattr(threads.time, "sleep", lambda seconds: self.run(seconds, 0, self.idle_others))
+        self.idle_others = 0.0  # what other processes do while the policy waits out its first window
 
     def run(self, seconds: float, own_cpus: float, other_cpus: float) -> None:
         self.wall += seconds
@@ -24,9 +26,10 @@ class Machine:
 
 
 def test_an_idle_machine_gets_every_core_and_a_busy_one_leaves_the_busy_cores(monkeypatch):
-    m = Machine(monkeypatch)
+    m = Machine(monkeypatch, load=5.0)  # a stale load average is not trusted
     policy = threads.ThreadPolicy(cores=2)
-    assert policy() == 2  # first call: the load average (0) is the others'
+    m.run(0.5, own_cpus=1, other_cpus=0)  # the model loads
+    assert policy() == 2
     m.run(1.0, own_cpus=2, other_cpus=0)
     assert policy() == 2  # only this process was busy: still idle for us
     m.run(1.0, own_cpus=1, other_cpus=1)
@@ -37,9 +40,13 @@ def test_an_idle_machine_gets_every_core_and_a_busy_one_leaves_the_busy_cores(mo
     assert policy() == 1  # never fewer than one
 
 
-def test_a_short_window_keeps_the_last_decision(monkeypatch):
+def test_a_short_window_keeps_the_last_decision_and_a_first_one_is_waited_out(monkeypatch):
     m = Machine(monkeypatch)
+    m.idle_others = 3.0
     policy = threads.ThreadPolicy(cores=4)
+    assert policy() == 1  # called at once: it watched the machine for MIN_WINDOW_S first
+    assert m.wall == pytest.approx(100 + threads.MIN_WINDOW_S)
+    m.run(1.0, own_cpus=0, other_cpus=0)
     assert policy() == 4
     m.run(1.0, own_cpus=1, other_cpus=2)
     assert policy() == 2
