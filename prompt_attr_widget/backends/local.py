@@ -142,8 +142,8 @@ class LocalBackend:
             raise UsageError(f"no GGUF model file at {self.path}: give an existing path as local:/path/to/model.gguf")
         self.n_ctx = n_ctx
         # Threads are chosen before each call from what other processes leave idle
-        # (threads.ThreadPolicy: measured, 2 cores idle are 1.8x one, and 2 threads
-        # under load are slower than one); `threads` fixes the count instead.
+        # (threads.ThreadPolicy: measured, 2 threads idle are 1.7x one, and next to
+        # another busy process no faster); `threads` fixes the count instead.
         self.threads = ThreadPolicy(threads) if threads else _shared_policy
         name = "SmolLM2-135M-Instruct" if path is None else self.path.name
         self.info = BackendInfo(
