@@ -1,7 +1,7 @@
 """Benchmark prompt_attr: engine overhead, concurrency, cache, plans, local model, surrogate fit, any part,
 the local model at its limit (section 8, benchmarks/local_limit.py).
 
-Run `python benchmarks/bench.py` (under a minute on an idle 2-core machine),
+Run `python benchmarks/bench.py` (about 8 minutes on a 2-core machine, 7 of them the local model),
 or with `--quick` to skip the local model (a few seconds). `--json PATH` also
 writes every figure. Each goal ends as PASS or MISS and the exit code is 0
 either way, because a benchmark reports, it does not gate; only a crash

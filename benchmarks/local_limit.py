@@ -10,7 +10,8 @@ saves and that it changes no score. Then what decides the design: tokens
 decoded per evaluation against the prompt's length and against the least
 that exact evaluation must decode (the trie of the masked prompts, see
 `lower_bound`), several sequences in one llama.cpp batch against one at a
-time, and one thread against two, idle and with another busy process.
+time (and a run whose answers are decoded together), and one thread
+against two, idle and with another busy process.
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ def measure(report) -> None:
     _report_run(report, run, wall, runs["0"], naive, naive_answer, prompts, (feeds, computed, reused), threads)
     _report_bound(report, prompts, answer, kv.chunk, naive)
     _report_batches(report, backend, llm, prompts)
+    _report_gathered_run(report, options)
     _report_threads(report, backend, llm, prompts[0])
 
 
@@ -242,6 +244,30 @@ def _report_batches(report, backend, llm, prompts) -> None:
     (lp_m, ls_m, _), (lp_s, ls_s, _) = lone
     report.add(SEC, f"one sequence alone in the {n_seq}-stream context / in the backend's, prompt and steps",
                f"{lp_m / lp_s:.2f} / {ls_m / ls_s:.2f}", "×")
+
+
+def _report_gathered_run(report, options) -> None:
+    """Where batches pay: a run scored by embedding distance generates an answer per
+    evaluation, and answers that arrive together are decoded together (backends/gather.py).
+    Each setting runs twice, the second timed: both contexts loaded, their caches warm."""
+    import prompt_attr
+    from prompt_attr_widget.backends import local
+
+    options = {**options, "scorer": "embedding", "max_tokens": 128}  # the default answer length
+    walls, outputs = {}, {}
+    for sequences in (local.SEQUENCES, 1, local.SEQUENCES, 1):
+        saved, local.SEQUENCES = local.SEQUENCES, sequences
+        try:
+            start = time.perf_counter()
+            run = prompt_attr.attribute(PROMPT, **options)
+            walls[sequences] = time.perf_counter() - start
+            outputs[sequences] = sorted((tuple(e.dropped), e.output) for e in run.record.evaluations)
+        finally:
+            local.SEQUENCES = saved
+    batched, alone = walls[local.SEQUENCES], walls[1]
+    report.add(SEC, f"embedding-scored leave-one-out (an answer of up to 128 tokens per evaluation): answers "
+               f"{local.SEQUENCES} at a time / one at a time", round(batched / alone, 3), "×")
+    report.add(SEC, "the same answers either way", outputs[local.SEQUENCES] == outputs[1])
 
 
 def _report_threads(report, backend, llm, ids) -> None:

@@ -50,7 +50,7 @@ def _guard_model(m: pytest.MonkeyPatch) -> None:
         raise AssertionError("a model was touched")
 
     cls = local_mod.LocalBackend
-    for name in ("__init__", "_model", "_complete_sync", "_embed_sync", "_logprob_sync"):
+    for name in ("__init__", "_model", "_complete_sync", "_greedy_sync", "_embed_sync", "_logprob_sync"):
         m.setattr(cls, name, boom)
     m.setattr(local_mod, "LocalBackend", boom)
     m.setattr(backends_mod, "resolve_backend", boom)
@@ -127,7 +127,7 @@ def test_attribute_saves_replays_and_caches(runs_dir, monkeypatch):
         def boom(*args, **kwargs):
             raise AssertionError("a cached run reached the model")
 
-        for name in ("_complete_sync", "_embed_sync"):
+        for name in ("_complete_sync", "_greedy_sync", "_embed_sync"):
             m.setattr(local_mod.LocalBackend, name, boom)
         again = prompt_attr.attribute(PROMPT, model="local", runs_dir=runs_dir, max_tokens=48, **EMBEDDING)
     assert again.status == "finished", again.record.reason
@@ -279,7 +279,7 @@ def test_default_local_run_scores_log_probabilities_and_replays_from_cache(runs_
         def boom(*args, **kwargs):
             raise AssertionError("a cached run reached the model")
 
-        for name in ("_complete_sync", "_embed_sync", "_logprob_sync"):
+        for name in ("_complete_sync", "_greedy_sync", "_embed_sync", "_logprob_sync"):
             m.setattr(local_mod.LocalBackend, name, boom)
         again = prompt_attr.attribute(PROMPT, model="local", runs_dir=runs_dir, max_tokens=48)
     assert again.record.spend.calls == 0
@@ -322,7 +322,7 @@ def _count_model_calls(m: pytest.MonkeyPatch) -> dict:
     import prompt_attr_widget.backends.local as local_mod
 
     counts = {"calls": 0}
-    for name in ("_complete_sync", "_embed_sync", "_logprob_sync"):
+    for name in ("_complete_sync", "_greedy_sync", "_embed_sync", "_logprob_sync"):
         real = getattr(local_mod.LocalBackend, name)
 
         def counted(self, *args, _real=real, **kwargs):
@@ -474,3 +474,39 @@ def test_the_thread_count_changes_no_number():
     assert seen[0][0] == seen[1][0]
     assert seen[0][1] == pytest.approx(seen[1][1], abs=1e-4)
 
+
+
+@pytest.mark.local
+def test_answers_decoded_together_are_the_answers_decoded_alone(runs_dir, monkeypatch):
+    """Greedy answers that arrive together are decoded together (one sequence each, their
+    generation steps in one batch): each is the answer it gets alone, also once the
+    sequences reuse cached prefixes of different lengths, and a run scored by embedding
+    distance (an answer per evaluation) is the same with batches or without."""
+    import prompt_attr_widget.backends.local as local_mod
+    from prompt_attr_widget.backends.local import LocalBackend
+
+    backend = LocalBackend()
+    lines = PROMPT.splitlines(keepends=True)
+    prompts = [[{"role": "user", "content": "".join(lines[:i] + lines[i + 1 :])}] for i in range(12)]
+    params = GenerationParams(max_tokens=24, temperature=0.0, seed=42)
+
+    async def together(batch):
+        return await asyncio.gather(*[backend.complete(m, params) for m in batch])
+
+    batched = [a for start in range(0, 12, 4) for a in asyncio.run(together(prompts[start : start + 4]))]
+    assert max(backend._gather.sizes) > 1  # some were decoded together
+    alone = [asyncio.run(backend.complete(m, params)) for m in prompts]
+    assert [(a.text, a.completion_tokens, a.finish_reason) for a in batched] == [
+        (a.text, a.completion_tokens, a.finish_reason) for a in alone]
+
+    options = {"model": "local", "method": "loo", "segment": "heading", "faithfulness": "off", "cache": False,
+               "max_tokens": 16, "runs_dir": runs_dir, **EMBEDDING}
+    runs = [prompt_attr.attribute(PROMPT, **options)]
+    with monkeypatch.context() as m:
+        m.setattr(local_mod, "SEQUENCES", 1)
+        runs.append(prompt_attr.attribute(PROMPT, **options))
+    for run in runs:
+        assert run.status == "finished", run.record.reason
+    outputs = [{tuple(e.dropped): e.output for e in run.record.evaluations} for run in runs]
+    assert runs[0].baseline == runs[1].baseline and outputs[0] == outputs[1]
+    assert [s.score for s in runs[0].spans] == pytest.approx([s.score for s in runs[1].spans], abs=1e-4)
