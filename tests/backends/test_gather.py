@@ -11,11 +11,20 @@ import pytest
 from prompt_attr_widget.backends.gather import Gather
 
 
-def _busy(executor: ThreadPoolExecutor) -> threading.Event:
-    """Hold the worker until the returned event is set, so requests queue up behind it."""
-    release = threading.Event()
-    executor.submit(release.wait)
-    return release
+async def _queued(answer_many, limit: int, requests: list, while_queued=None):
+    """Submit `requests` while the worker is busy, so they queue up behind it; then let it go.
+    (results or exceptions, the gather)."""
+    with ThreadPoolExecutor(max_workers=1) as executor:
+        gather = Gather(executor, limit, answer_many)
+        release = threading.Event()
+        executor.submit(release.wait)
+        tasks = [asyncio.ensure_future(gather.submit(r)) for r in requests]
+        await asyncio.sleep(0.05)
+        if while_queued:
+            while_queued(tasks)
+            await asyncio.sleep(0.05)
+        release.set()
+        return await asyncio.gather(*tasks, return_exceptions=True), gather
 
 
 def test_requests_queued_together_are_answered_in_batches_of_at_most_the_limit():
@@ -26,17 +35,12 @@ def test_requests_queued_together_are_answered_in_batches_of_at_most_the_limit()
         return [r * 10 if r != 3 else ValueError("three") for r in requests]
 
     async def main():
+        # request 1 is cancelled while queued, as a halted run's are: dropped, never computed
+        results, gather = await _queued(answer_many, 2, list(range(5)), lambda tasks: tasks[1].cancel())
         with ThreadPoolExecutor(max_workers=1) as executor:
-            gather = Gather(executor, 2, answer_many)
-            release = _busy(executor)
-            tasks = [asyncio.ensure_future(gather.submit(r)) for r in range(5)]
-            await asyncio.sleep(0.05)
-            tasks[1].cancel()  # a halted run's request: dropped, never computed
-            await asyncio.sleep(0.05)
-            release.set()
-            results = await asyncio.gather(*tasks, return_exceptions=True)
+            gather.executor = executor
             lone = await gather.submit(7)  # nothing queued with it: answered alone, at once
-            return results, lone, gather.sizes
+        return results, lone, gather.sizes
 
     results, lone, sizes = asyncio.run(main())
     assert results[0] == 0 and isinstance(results[1], asyncio.CancelledError)
@@ -51,16 +55,7 @@ def test_a_failing_batch_fails_each_of_its_requests_and_nothing_else():
             raise RuntimeError("llama_decode returned -1")
         return list(requests)
 
-    async def main():
-        with ThreadPoolExecutor(max_workers=1) as executor:
-            gather = Gather(executor, 2, answer_many)
-            release = _busy(executor)
-            tasks = [asyncio.ensure_future(gather.submit(r)) for r in range(4)]
-            await asyncio.sleep(0.05)
-            release.set()
-            return await asyncio.gather(*tasks, return_exceptions=True)
-
-    first, second, third, fourth = asyncio.run(main())
+    (first, second, third, fourth), _ = asyncio.run(_queued(answer_many, 2, list(range(4))))
     for failed in (first, second):
         assert isinstance(failed, RuntimeError) and "-1" in str(failed)
     assert (third, fourth) == (2, 3)
