@@ -16,11 +16,11 @@ against two, idle and with another busy process.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 import sys
 import time
+from unittest import mock
 
 SPANS = [
     "You are a support assistant for a small bicycle shop in Utrecht.",
@@ -65,7 +65,7 @@ def measure(report) -> None:
         prompt_attr.attribute("Say hi.", **{**options, "max_tokens": 4})  # warm: model loaded, pages touched
         runs = {}
         for reuse in ("1", "0"):
-            with _env(kv_mod.REUSE_ENV, reuse):
+            with mock.patch.dict(os.environ, {kv_mod.REUSE_ENV: reuse}):
                 before, start = list(kv.totals), time.perf_counter()
                 run = prompt_attr.attribute(PROMPT, **options)
                 runs[reuse] = (run, time.perf_counter() - start, [a - b for a, b in zip(kv.totals, before, strict=False)])
@@ -77,23 +77,10 @@ def measure(report) -> None:
     finally:
         local._shared_policy.fixed = None
     _report_run(report, run, wall, runs["0"], naive, naive_answer, prompts, (feeds, computed, reused), threads)
-    _report_bound(report, prompts, answer, kv.chunk, naive)
+    _report_bound(report, prompts, answer, kv.chunk)
     _report_batches(report, backend, llm, prompts)
     _report_gathered_run(report, options)
     _report_threads(report, backend, llm, prompts[0])
-
-
-def _env(name: str, value: str):
-    @contextlib.contextmanager
-    def scoped():
-        old = os.environ.get(name)
-        os.environ[name] = value
-        try:
-            yield
-        finally:
-            os.environ.pop(name) if old is None else os.environ.__setitem__(name, old)
-
-    return scoped()
 
 
 def _ids(backend, llm, run, dropped) -> list[int]:
@@ -155,7 +142,7 @@ def lower_bound(prompts: list[list[int]], answer: int, chunk: int) -> tuple[int,
     return exact, aligned
 
 
-def _report_bound(report, prompts, answer, chunk, naive) -> None:
+def _report_bound(report, prompts, answer, chunk) -> None:
     from prompt_attr_widget.stages.plan import prefix_order
 
     baseline, masked = prompts[0], prompts[1:]

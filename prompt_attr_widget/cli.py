@@ -533,5 +533,20 @@ def _interrupted(exc: KeyboardInterrupt) -> str:
     return "stopped by SIGTERM" if isinstance(exc, Terminated) else "interrupted"
 
 
+def exit_with(code: int) -> None:
+    """Exit with the command's code. Nothing is left to save by now, so a Ctrl-C during the
+    interpreter's shutdown, which waits for worker threads (a call still in flight, an
+    executor's thread), ends the process at once instead of printing a KeyboardInterrupt
+    traceback from the threading module."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+    sys.exit(code)
+
+
+def console() -> None:
+    """The `prompt-attr` command."""
+    exit_with(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

@@ -366,3 +366,23 @@ def test_a_killed_log_probability_run_keeps_every_stored_token_number_and_resume
     for target in ("Cedar", (0, 5)):
         got, want = resumed.for_target(target), clean.for_target(target)
         assert [s.score for s in got.spans] == pytest.approx([s.score for s in want.spans], abs=1e-6)
+
+
+def test_a_ctrl_c_while_the_interpreter_waits_for_worker_threads_ends_it_without_a_traceback(tmp_path):
+    """After the command's last word (a run saved, its message printed) Python's shutdown
+    joins worker threads; a Ctrl-C then ended in a KeyboardInterrupt traceback from the
+    threading module. `cli.exit_with` makes it end the process at once instead."""
+    script = (
+        "import threading, time, sys\n"
+        "from prompt_attr_widget import cli\n"
+        "threading.Thread(target=time.sleep, args=(30,)).start()  # a worker still busy at exit\n"
+        "print('exiting', flush=True)\n"
+        "cli.exit_with(130)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=tmp_path)
+    assert proc.stdout.readline() == "exiting\n"
+    time.sleep(0.5)  # in the interpreter's shutdown, joining the thread
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=STEP_S)
+    assert proc.returncode == -signal.SIGINT and "Traceback" not in err, err
