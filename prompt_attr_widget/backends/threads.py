@@ -4,10 +4,9 @@ llama.cpp's threads spin while they wait for each other, so a thread that shares
 core with another busy process stalls all of them. Measured on a 2-core machine
 (benchmarks/bench.py, section 8): idle, two threads decode 1.7x faster than one; next
 to one other busy process, two are no faster than one (and were seen 10-300x slower
-under heavier load). Neither fixed count is right,
-so before each call the policy counts the CPU time other processes used since the last
-call (the machine's busy time in /proc/stat minus this process's own) and takes the
-cores left over. llama.cpp's numbers do not depend on the thread count (each output is
+under heavier load). Neither fixed count is right, so before each call the policy
+counts the CPU time other processes used since the last call (the machine's busy time
+in /proc/stat minus this process's own) and takes the cores left over. llama.cpp's numbers do not depend on the thread count (each output is
 computed by one thread; tested), so the policy changes speed only.
 """
 
