@@ -9,7 +9,10 @@
 //   stderr     [number|null]  surrogate runs: bootstrap standard error per span
 //   significant [bool|null]   the run's verdict: above the noise floor (null: not assessed)
 //   heat       [css]          each span's background colour ("" for none)
-//   muted      [bool]         below the noise floor: uncoloured, and labelled so
+//   muted      [bool]         below the noise floor, or moves the answer's probability only:
+//              uncoloured, and labelled so
+//   verdicts   [text]         per span, its flag in words: the noise floor and the behavioural
+//              check ("changes the answer: the target is gone"; "" for none)
 //   ranking    [int]          the top spans' indices, best first
 //   scale      {top, low, high, note, colours: [css, css]}  the legend
 //   outputs    {id: [[op, text]]|null}  ablated answers by evaluation id, as a word diff
@@ -58,7 +61,8 @@ function fmtSeconds(s) {
 
 function render({ model, el: root }) {
   root.classList.add("prompt-attr");
-  const state = { scores: [], resolved: [], evals: [], stderr: [], heat: [], muted: [], ranking: [], outputs: {}, selected: null };
+  const state = { scores: [], resolved: [], evals: [], stderr: [], heat: [], muted: [], verdicts: [], ranking: [],
+    outputs: {}, selected: null };
 
   const status = el("div", "pa-status");
   const bar = el("div", "pa-bar");
@@ -141,6 +145,12 @@ function render({ model, el: root }) {
     return shown().muted[i] === true;
   }
 
+  // the span's flag in Python's words; a live score not judged yet is only "below the noise floor"
+  function why(i) {
+    const said = (shown().verdicts || [])[i];
+    return said || (isNoise(i) ? "below the noise floor" : "");
+  }
+
   function fmtErr(i) {
     const e = shown().stderr[i];
     return e === null || e === undefined ? "" : ` ± ${Number(e).toFixed(3)}`;
@@ -159,7 +169,7 @@ function render({ model, el: root }) {
       node.classList.toggle("pa-muted", muted);
       node.classList.toggle("pa-unresolved", !pending && v.resolved[i] === false);
       node.classList.toggle("pa-selected", state.selected === i);
-      const label = `span ${i}: score ${fmtScore(s)}${pending ? "" : fmtErr(i)}${muted ? " (below noise floor)" : ""}` +
+      const label = `span ${i}: score ${fmtScore(s)}${pending ? "" : fmtErr(i)}${why(i) ? ` (${why(i)})` : ""}` +
         (!pending && v.resolved[i] === false ? " (share of an unrefined group)" : "");
       node.title = label;
       node.setAttribute("aria-label", label);
@@ -187,7 +197,7 @@ function render({ model, el: root }) {
       const text = (spans[i] ? spans[i].text : "").replace(/\s+/g, " ");
       li.append(el("span", "pa-rank-score", fmtScore(s) + fmtErr(i)),
         el("span", "pa-rank-text", text.length > 70 ? text.slice(0, 69) + "…" : text));
-      if (isNoise(i)) li.append(el("span", "pa-rank-noise", " (noise)"));
+      if (why(i)) li.append(el("span", isNoise(i) ? "pa-rank-noise" : "pa-rank-verdict", ` (${why(i).split(":")[0]})`));
       if (drives[i]) li.append(el("div", "pa-rank-drives", drives[i]));
       li.tabIndex = 0;
       li.addEventListener("click", () => select(i));
@@ -207,7 +217,7 @@ function render({ model, el: root }) {
     const evalId = state.evals[i];  // the deletion that scored it, the same whichever part is explained
     const output = evalId !== null && evalId !== undefined ? state.outputs[evalId] : undefined;
     const head = el("div", "pa-detail-head", `span ${i} · score ${fmtScore(s)}${fmtErr(i)}` +
-      (isNoise(i) ? " · below the noise floor" : "") +
+      (why(i) ? ` · ${why(i)}` : "") +
       (v.resolved[i] === false ? " · share of an unrefined group" : ""));
     const quote = el("div", "pa-detail-span", spans[i].text);
     const diff = el("div", "pa-diff");
@@ -364,6 +374,7 @@ function render({ model, el: root }) {
     state.stderr = [...(model.get("stderr") || [])];
     state.heat = [...(model.get("heat") || [])];
     state.muted = [...(model.get("muted") || [])];
+    state.verdicts = [...(model.get("verdicts") || [])];
     state.ranking = [...(model.get("ranking") || [])];
     state.outputs = { ...(model.get("outputs") || {}) };
     applyDelta();
@@ -380,6 +391,7 @@ function render({ model, el: root }) {
       state.evals[i] = evalId;
       state.heat[i] = heat;
       state.muted[i] = muted;
+      state.verdicts[i] = "";  // a live score: judged at the next checkpoint
     }
     for (const [id, diff] of d.outputs || []) state.outputs[id] = diff;
   }
@@ -465,6 +477,7 @@ function render({ model, el: root }) {
     ["change:scores", onCheckpoint],
     ["change:heat", onCheckpoint],
     ["change:muted", onCheckpoint],
+    ["change:verdicts", onCheckpoint],
     ["change:ranking", onCheckpoint],
     ["change:outputs", onCheckpoint],
     ["change:delta", onDelta],

@@ -79,7 +79,9 @@ HELDOUT_SEED = 4242  # LDS masks: a different seed from the runs'
 HELDOUT_MASKS = 32
 RANDOM_DRAWS = 8
 MAX_TOKENS = validation.MAX_TOKENS
+DEFAULT = "default"  # the library's own defaults: what a user gets without choosing
 METHODS: dict[str, dict | None] = {
+    DEFAULT: {},
     "loo": {"method": "loo"},
     "hierarchical": {"method": "hierarchical"},
     "surrogate-16": {"method": "surrogate", "masks": 16},
@@ -88,6 +90,8 @@ METHODS: dict[str, dict | None] = {
     "random": None,
 }
 QUICK_PER_KIND = 1  # --quick: the first valid item of each kind
+HELDOUT_PLACEBOS = range(100, 108)  # placebo copies no run uses (runs use 0..null_samples-1)
+segment_of = validation.segment_of
 
 
 # --------------------------------------------------------------------------- ranking
@@ -164,7 +168,7 @@ def _attribution_run(item, name, options, runs_dir, n, index, backend, target):
     try:
         a = prompt_attr.attribute(
             item["prompt"], model="local", system=item.get("system"), target=target,
-            segment="line", faithfulness="off", cache=False, runs_dir=str(runs_dir),
+            segment=segment_of(item), faithfulness="off", cache=False, runs_dir=str(runs_dir),
             seed=SEED, max_tokens=validation.max_tokens(item), backend=backend, **options,
         )
     except Exception as exc:  # noqa: BLE001 - a crash of one run is a result, not the end of the benchmark
@@ -186,6 +190,12 @@ def _attribution_run(item, name, options, runs_dir, n, index, backend, target):
         "significant": [by_index[i].significant for i in range(n)] if complete else None,
         "stderr": [by_index[i].stderr for i in range(n)] if complete else None,
         "noise_floor": rec.noise.floor if rec.noise else None,
+        "noise": rec.noise.model_dump() if rec.noise else None,
+        "behaviour": [by_index[i].behaviour for i in range(n)] if complete else None,
+        "behaviour_note": [by_index[i].behaviour_note for i in range(n)] if complete else None,
+        "passes": len({e.round for e in rec.evaluations if e.purpose == "attribution"}),
+        "placebo_calls": sum(e.purpose == "placebo" for e in rec.evaluations),
+        "behaviour_calls": sum(e.purpose == "behaviour" for e in rec.evaluations),
         "calls": rec.spend.calls,
         "cache_hits": rec.spend.cache_hits,
         "wall_s": round(wall, 3),
@@ -255,9 +265,10 @@ def score_item(item: dict, index: int, runs_dir: Path, methods: dict, backend, e
     """Every method on one item, then the deletion checks (one batched score_deletions call)."""
     import prompt_attr
 
-    spans = prompt_attr.segment(item["prompt"], "line")
+    spans = prompt_attr.segment(item["prompt"], segment_of(item))
     n, culprits = len(spans), sorted(item["culprits"])
-    result = {"id": item["id"], "kind": item["kind"], "n_spans": n, "culprits": culprits,
+    result = {"id": item["id"], "kind": item["kind"], "hard": bool(item.get("hard")), "n_spans": n,
+              "culprits": culprits,
               "target": item["target"], "max_tokens": validation.max_tokens(item), "runs": {}}
     for name, options in methods.items():
         r = run_method(item, name, options, runs_dir, n, index, backend)
@@ -271,6 +282,8 @@ def score_item(item: dict, index: int, runs_dir: Path, methods: dict, backend, e
             if u["status"] != "finished" or "sentence_error" in u:
                 echo(f"    ! {item['id']} {name} untargeted: {u['status']} "
                      f"({u.get('reason') or u.get('sentence_error')})")
+
+    _significance_checks(item, result, spans, backend)
 
     # Deletions: oracle (the culprits), random k-subsets, each method's top-k, held-out masks.
     k = max(1, len(culprits))
@@ -288,7 +301,7 @@ def score_item(item: dict, index: int, runs_dir: Path, methods: dict, backend, e
     try:
         scored = prompt_attr.score_deletions(
             item["prompt"], wanted, model="local", system=item.get("system"), target=item["target"],
-            segment="line", cache=True, max_tokens=validation.max_tokens(item), seed=SEED, backend=backend,
+            segment=segment_of(item), cache=True, max_tokens=validation.max_tokens(item), seed=SEED, backend=backend,
         )
     except Exception as exc:  # noqa: BLE001 - e.g. the target is missing from the baseline
         result["deletion_error"] = f"{type(exc).__name__}: {exc}"
@@ -326,7 +339,77 @@ def score_item(item: dict, index: int, runs_dir: Path, methods: dict, backend, e
     return result
 
 
+def _significance_checks(item: dict, result: dict, spans, backend) -> None:
+    """What tells whether "significant" means what it says, for every method's run of the item:
+
+    * held-out placebos: copies of the prompt with a neutral sentence no run used
+      (`HELDOUT_PLACEBOS`), scored as the runs score; `placebo_fpr` is the share whose
+      score's magnitude passes a run's floor (the calibrated null states 5%);
+    * causes: every flagged span that is not a planted culprit is deleted alone and the
+      greedy answer checked for the target (`causes`: those whose deletion loses it, so a
+      flag there is right about the answer even if no culprit was planted in it).
+    """
+    import asyncio
+
+    from prompt_attr_widget.backends.base import GenerationParams
+    from prompt_attr_widget.engine.plan import messages_for
+    from prompt_attr_widget.stages.noise import placebo_prompt
+    from prompt_attr_widget.stages.segment import render
+
+    runs = [r for r in result["runs"].values() if r.get("scores") is not None and r.get("baseline")]
+    if not runs or runs[0].get("target") is None:
+        return
+    answer, target = runs[0]["baseline"], runs[0]["target"]
+    system, prompt = item.get("system"), item["prompt"]
+
+    async def value(text: str) -> float:
+        scored = await backend.logprob(messages_for(text, system), answer)
+        return scored.mean_over(target["start"], target["end"])
+
+    async def placebos() -> list[float]:
+        base = await value(prompt)
+        return [base - await value(placebo_prompt(prompt, spans, k, SEED, answer)) for k in HELDOUT_PLACEBOS]
+
+    heldout = asyncio.run(placebos())
+    result["heldout_placebo_scores"] = heldout
+    for r in runs:
+        if r.get("noise_floor") is not None:
+            r["placebo_fpr"] = statistics.fmean(abs(x) > r["noise_floor"] for x in heldout)
+    flagged = sorted({i for r in runs for i, f in enumerate(r["significant"] or []) if f} - set(item["culprits"]))
+    params = GenerationParams(max_tokens=validation.max_tokens(item), temperature=0.0, seed=SEED)
+
+    async def answer_without(i: int) -> str:
+        keep = [j != i for j in range(len(spans))]
+        return (await backend.complete(messages_for(render(prompt, spans, keep), system), params)).text
+
+    result["causes"] = [i for i in flagged
+                        if not validation.contains(asyncio.run(answer_without(i)), item["target"])]
+
+
 # --------------------------------------------------------------------------- summary
+
+
+def significance(results: list[dict], name: str) -> dict:
+    """Significance precision and recall of one method over planted items: flagged spans that
+    are culprits (precision), and also those that are verified causes (`causes`), and the
+    culprits flagged (recall). A failed run flags nothing and finds no culprit."""
+    flagged = right = cause = found = total = 0
+    for r in results:
+        if r["kind"] == "null":
+            continue
+        run = r["runs"][name]
+        marks = run.get("significant") or []
+        culprits, causes = set(r["culprits"]), set(r.get("causes", []))
+        total += len(culprits)
+        for i, f in enumerate(marks):
+            if f:
+                flagged += 1
+                right += i in culprits
+                cause += i in culprits or i in causes
+                found += i in culprits
+    return {"sig_precision": right / flagged if flagged else None,
+            "sig_precision_causes": cause / flagged if flagged else None,
+            "sig_recall": found / total if total else None, "flagged": flagged}
 
 
 def _mean(values):
@@ -368,6 +451,11 @@ def summarise(results: list[dict], methods) -> dict:
             "twice_top2": _mean([1.0 if r["runs"][name].get("twice_top2") else 0.0 for r in twice
                                  if r["runs"][name]["scores"] is not None]),
             "failed_runs": sum(x["scores"] is None for x in all_runs),
+            "placebo_fpr": _mean([r["runs"][name].get("placebo_fpr") for r in results]),
+            "passes": _mean([x.get("passes") for x in runs]),
+            "placebo_calls": _mean([x.get("placebo_calls") for x in runs]),
+            "behaviour_calls": _mean([x.get("behaviour_calls") for x in runs]),
+            **(significance(results, name) if methods[name] is not None else {}),
         }
     return rows
 
@@ -388,6 +476,43 @@ def table(rows: dict) -> str:
             f"| {f(r['calls'], 1)} | {f(r['wall_s'], 1)} | {f(r['null_clean'])} | {f(r['twice_top2'])} |"
         )
     return "\n".join(lines)
+
+
+def significance_table(rows: dict) -> str:
+    """Whether "significant" means what it says, per method (see `significance`)."""
+    def f(v, digits=2):
+        return "—" if v is None else f"{v:.{digits}f}"
+
+    lines = [
+        "| method | sig. precision | precision (verified causes) | sig. recall | null clean | placebo FPR "
+        "| passes | calls | of which placebo + behaviour | wall s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in rows.items():
+        if r.get("sig_recall") is None and r.get("null_clean") is None:
+            continue
+        extra = None if r.get("placebo_calls") is None else r["placebo_calls"] + (r.get("behaviour_calls") or 0)
+        lines.append(
+            f"| {name} | {f(r.get('sig_precision'))} | {f(r.get('sig_precision_causes'))} | {f(r.get('sig_recall'))} "
+            f"| {f(r['null_clean'])} | {f(r.get('placebo_fpr'), 3)} | {f(r.get('passes'), 1)} | {f(r['calls'], 1)} "
+            f"| {f(extra, 1)} | {f(r['wall_s'], 1)} |"
+        )
+    return "\n".join(lines)
+
+
+def subsets(results: list[dict], methods) -> dict:
+    """The summary over every item, the easy ones and the hard ones (items marked "hard")."""
+    groups = {"all": results, "easy": [r for r in results if not r.get("hard")],
+              "hard": [r for r in results if r.get("hard")]}
+    return {name: summarise(group, methods) for name, group in groups.items() if group}
+
+
+def tables(results: list[dict], methods) -> str:
+    out = []
+    for name, rows in subsets(results, methods).items():
+        out += [f"### {name} items ({sum(1 for r in results if name == 'all' or bool(r.get('hard')) == (name == 'hard'))})",
+                "", table(rows), "", significance_table(rows), ""]
+    return "\n".join(out)
 
 
 def _brief(item: dict, res: dict) -> str:
@@ -430,6 +555,7 @@ def main(argv=None) -> int:
                     "(default: results.json, or results_KIND[_KIND].json with --kinds)")
     ap.add_argument("--kinds", type=lambda v: v.split(","), metavar="KIND[,KIND]",
                     help="only the items of these kinds (e.g. answer_part); write them to their own --out")
+    ap.add_argument("--hard", choices=["only", "none"], help="only the hard items, or none of them")
     ap.add_argument("--resume", action="store_true",
                     help="continue an interrupted run from --out (its verdicts and scored items are kept)")
     ap.add_argument("--methods", nargs="*", choices=list(METHODS), help="a subset of the methods")
@@ -438,7 +564,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.summarise:
         saved = json.loads(Path(args.summarise).read_text(encoding="utf-8"))
-        print(table(summarise(saved["items"], saved["config"]["methods"])))
+        print(tables(saved["items"], saved["config"]["methods"]))
         return 0
 
     methods = {m: METHODS[m] for m in (args.methods or METHODS)}
@@ -447,7 +573,8 @@ def main(argv=None) -> int:
     if unknown:
         ap.error(f"--kinds: unknown kind(s) {unknown}; the kinds are {', '.join(validation.KINDS)}")
     # A partial run gets its own file by default, so it never overwrites the full benchmark's.
-    args.out = args.out or ("_".join(["results", *kinds]) + ".json" if kinds else "results.json")
+    parts = [*(kinds or ()), *([f"hard-{args.hard}"] if args.hard else [])]
+    args.out = args.out or ("_".join(["results", *parts]) + ".json" if parts else "results.json")
     # A private call cache for the deletion scores: never the user's, never stale.
     cache = tempfile.TemporaryDirectory(prefix="faithfulness-cache-")
     os.environ["PROMPT_ATTR_CACHE_DIR"] = cache.name
@@ -458,12 +585,14 @@ def main(argv=None) -> int:
     items = validation.load_items(args.items)
     if kinds:
         items = [it for it in items if it["kind"] in kinds]
+    if args.hard:
+        items = [it for it in items if bool(it.get("hard")) == (args.hard == "only")]
 
     previous = None
     if args.resume and Path(args.out).exists():
         previous = json.loads(Path(args.out).read_text(encoding="utf-8"))
         if (previous["config"]["quick"] != args.quick or list(previous["config"]["methods"]) != list(methods)
-                or previous["config"].get("kinds") != kinds):
+                or previous["config"].get("kinds") != kinds or previous["config"].get("hard") != args.hard):
             raise SystemExit(f"--resume: {args.out} was written with other options (--quick / --methods / --kinds)")
         if previous["config"]["items_sha256"] != validation.items_digest(items):
             raise SystemExit(f"--resume: {args.items} changed since {args.out} was written")
@@ -483,7 +612,8 @@ def main(argv=None) -> int:
             "config": {"seed": SEED, "heldout_seed": HELDOUT_SEED, "heldout_masks": HELDOUT_MASKS,
                        "random_draws": RANDOM_DRAWS, "max_tokens": MAX_TOKENS,
                        "kind_max_tokens": validation.KIND_MAX_TOKENS, "segment": "line",
-                       "methods": dict(methods), "quick": args.quick, "kinds": kinds, "items": args.items,
+                       "methods": dict(methods), "quick": args.quick, "kinds": kinds, "hard": args.hard,
+                       "items": args.items,
                        "items_sha256": validation.items_digest(items)},
             "machine": {"cores": os.cpu_count(), "platform": platform.platform(),
                         "python": platform.python_version(), "loads": loads},
@@ -493,7 +623,8 @@ def main(argv=None) -> int:
             "invalid": [v.as_dict() for v in verdicts if not v.valid],
             "verdicts": [v.as_dict() for v in verdicts],
             "summary": rows,
-            "table": table(rows),
+            "subsets": subsets(results, methods),
+            "table": tables(results, methods),
             "timings_s": {"validation": round(spent["validation"], 1), "scoring": round(spent["scoring"], 1),
                           "total": round(spent["validation"] + spent["scoring"], 1), "sessions": len(loads)},
             "items": results,

@@ -2,12 +2,12 @@
 
 An item is only a fair test of an attribution method if its culprits really
 cause the behaviour. Each check generates an answer (greedy, the same
-`max_tokens` as the benchmark runs) with some lines deleted, rendered
-exactly as an attribution run renders them (`segment(prompt, "line")` and
-`render`), and looks for the target in it, case-insensitively:
+`max_tokens` as the benchmark runs) with some spans deleted, rendered
+exactly as an attribution run renders them (`segment(prompt, segment_of(item))`
+and `render`), and looks for the target in it, case-insensitively:
 
 * planted items (every kind but `null`): the baseline answer contains the
-  target, and the answer with every culprit line deleted together does not;
+  target, and the answer with every culprit span deleted together does not;
   for `stated_twice` also: deleting either copy alone still leaves the
   target in the answer (else the fact is not really stated twice);
 * `answer_part` items (a planted kind whose target is one sentence of a
@@ -15,7 +15,12 @@ exactly as an attribution run renders them (`segment(prompt, "line")` and
   `MIN_ANSWER_PARTS` parts (`answer_parts`: sentences, list items), so the
   target is a part of the answer, not the whole of it;
 * `null` items: the baseline contains the target, and so does the answer
-  with any single line deleted (each line in turn).
+  with any single span deleted (each span in turn).
+
+Spans are lines unless an item sets `segment` ("line", "sentence" or
+"paragraph"; `segment_of(item)`): the `hard` items, long prompts of
+paragraphs whose culprit is one sentence inside one of them, are segmented
+by sentence. Culprit indices index `segment(prompt, segment_of(item))`.
 
 Answers are `max_tokens(item)` tokens long: `MAX_TOKENS`, but longer for
 `answer_part` items (`KIND_MAX_TOKENS`), whose answers ramble on past the
@@ -42,6 +47,8 @@ MAX_TOKENS = 48  # the benchmark runs use the same, so their baselines are these
 # answer_part items need room for several sentences after the planted one
 KIND_MAX_TOKENS = {"answer_part": 96}
 MIN_ANSWER_PARTS = 3
+SEGMENTS = ("line", "sentence", "paragraph")  # an item's `segment`; "line" unless it says
+DEFAULT_SEGMENT = "line"
 
 
 @dataclass
@@ -75,6 +82,8 @@ def load_items(path: str | Path = ITEMS) -> list[dict]:
             raise ValueError(f"item {item['id']!r}: a stated_twice item has exactly two culprits")
         if "max_tokens" in item and not (isinstance(item["max_tokens"], int) and item["max_tokens"] > 0):
             raise ValueError(f"item {item['id']!r}: max_tokens must be a positive integer")
+        if "segment" in item and item["segment"] not in SEGMENTS:
+            raise ValueError(f"item {item['id']!r}: segment must be one of {', '.join(SEGMENTS)}, not {item['segment']!r}")
     return items
 
 
@@ -82,6 +91,12 @@ def max_tokens(item: dict) -> int:
     """The answer length of an item, for validation and every run alike (so the runs'
     baselines are the validated answers): its own `max_tokens`, else its kind's, else MAX_TOKENS."""
     return item.get("max_tokens") or KIND_MAX_TOKENS.get(item["kind"], MAX_TOKENS)
+
+
+def segment_of(item: dict) -> str:
+    """The segmentation level of an item, for validation and every run alike (its culprit
+    indices index `segment(prompt, segment_of(item))`): its own `segment`, else "line"."""
+    return item.get("segment") or DEFAULT_SEGMENT
 
 
 def local_backend():
@@ -101,7 +116,7 @@ def items_digest(items: list[dict]) -> str:
 
 
 class Generator:
-    """Greedy answers of the local model for a prompt with some lines deleted.
+    """Greedy answers of the local model for a prompt with some spans deleted.
 
     Uses the library's own segmentation, rendering and message layout, so an
     answer here is the answer an attribution run of the same item gets.
@@ -113,17 +128,18 @@ class Generator:
         self.max_tokens = max_tokens  # the default; an item's own length is passed to answer()
         self.calls = 0
 
-    def spans(self, prompt: str):
+    def spans(self, prompt: str, level: str = DEFAULT_SEGMENT):
         from prompt_attr_widget.stages.segment import segment
 
-        return segment(prompt, "line")
+        return segment(prompt, level)
 
-    def answer(self, prompt: str, system: str | None, dropped=(), max_tokens: int | None = None) -> str:
+    def answer(self, prompt: str, system: str | None, dropped=(), max_tokens: int | None = None,
+               level: str = DEFAULT_SEGMENT) -> str:
         from prompt_attr_widget.backends.base import GenerationParams
         from prompt_attr_widget.engine.plan import messages_for
         from prompt_attr_widget.stages.segment import render
 
-        spans = self.spans(prompt)
+        spans = self.spans(prompt, level)
         keep = [i not in set(dropped) for i in range(len(spans))]
         messages = messages_for(render(prompt, spans, keep), system)
         params = GenerationParams(max_tokens=max_tokens or self.max_tokens, temperature=0.0, seed=42)
@@ -137,14 +153,15 @@ def contains(answer: str, target: str) -> bool:
 
 def validate_item(item: dict, gen: Generator) -> Verdict:
     target, system = item["target"], item.get("system")
-    n = len(gen.spans(item["prompt"]))
+    level = segment_of(item)
+    n = len(gen.spans(item["prompt"], level))
     verdict = Verdict(item["id"], item["kind"], False, "")
     calls0 = gen.calls
 
     def ask(dropped) -> str:
         key = "baseline" if not dropped else "-" + ",".join(map(str, sorted(dropped)))
         if key not in verdict.answers:
-            verdict.answers[key] = gen.answer(item["prompt"], system, dropped, max_tokens(item))
+            verdict.answers[key] = gen.answer(item["prompt"], system, dropped, max_tokens(item), level)
         return verdict.answers[key]
 
     def done(valid: bool, reason: str) -> Verdict:
@@ -155,13 +172,13 @@ def validate_item(item: dict, gen: Generator) -> Verdict:
         return done(False, "no target")
     bad = [c for c in item["culprits"] if not 0 <= c < n]
     if bad:
-        return done(False, f"culprit lines {bad} outside 0..{n - 1} (the prompt has {n} lines)")
+        return done(False, f"culprit spans {bad} outside 0..{n - 1} (the prompt has {n} {level} spans)")
     if not contains(ask(()), target):
         return done(False, f"baseline lacks the target {target!r}")
     if item["kind"] == "null":
         for i in range(n):
             if not contains(ask((i,)), target):
-                return done(False, f"deleting line {i} alone loses the target {target!r}")
+                return done(False, f"deleting span {i} alone loses the target {target!r}")
         return done(True, "ok")
     if item["kind"] == "answer_part":
         from prompt_attr_widget.stages.segment import answer_parts

@@ -5,7 +5,11 @@ a test can plant a culprit: only sentences with capitalised words change
 the answer. Embeddings are hashed bags of words, so the cosine distance
 between two answers is real and repeatable. Its log-probabilities make an
 answer word likely exactly when the prompt still contains it, so a fact
-stated twice survives the deletion of either copy alone.
+stated twice survives the deletion of either copy alone. With `jitter`,
+each answer word's log-probability also moves by `jitter` times a standard
+normal number drawn from a hash of the whole prompt and the word: any change
+to the prompt, an irrelevant deletion included, moves the score a little, as
+on a real model, and the calibrated noise floor has something to measure.
 """
 
 from __future__ import annotations
@@ -31,8 +35,10 @@ class FakeBackend:
         embed_price: Price | None = None,
         model: str = "fake",
         logprobs: bool = False,
+        jitter: float = 0.0,
     ):
         self.latency = latency
+        self.jitter = jitter
         self.logprobs = logprobs
         self.calls = 0
         self.embed_calls = 0
@@ -77,8 +83,10 @@ class FakeBackend:
             await asyncio.sleep(self.latency / 2)
         prompt_words = {w.lower() for m in messages for w in _WORD.findall(m["content"])}
         words = list(_WORD.finditer(continuation))
+        prompt = "\x00".join(m["content"] for m in messages)
         return TokenLogprobs(
-            logprobs=[-0.05 if w.group().lower() in prompt_words else -3.0 for w in words],
+            logprobs=[(-0.05 if w.group().lower() in prompt_words else -3.0)
+                      + (self.jitter * _normal(prompt, w.group()) if self.jitter else 0.0) for w in words],
             offsets=[w.start() for w in words],
             length=len(continuation),
             prompt_tokens=sum(len(m["content"]) // 4 + 1 for m in messages),
@@ -86,6 +94,14 @@ class FakeBackend:
 
     async def aclose(self) -> None:
         return None
+
+
+def _normal(prompt: str, word: str) -> float:
+    """A standard normal number fixed by the pair (Box-Muller on two hashed uniforms)."""
+    digest = hashlib.blake2b(f"{prompt}\x01{word}".encode(), digest_size=16).digest()
+    u1 = (int.from_bytes(digest[:8], "little") + 1) / 2**64
+    u2 = int.from_bytes(digest[8:], "little") / 2**64
+    return math.sqrt(-2 * math.log(u1)) * math.cos(2 * math.pi * u2)
 
 
 def _bag_of_words(text: str) -> list[float]:

@@ -100,12 +100,13 @@ class _Rules(BaseModel):
         """A stored run's config as validated options; never raises.
 
         An option the run lacks (it was written before the option existed),
-        or stored as None, gets the table's default; keys no option has
+        or stored as None, gets the table's default (or its `before`: what such runs ran with); keys no option has
         (an option since removed) are ignored; a stored value that does not
         validate (an edited run.json) is read as the default too, and
         `problems`, if given, gets "name: why" for it.
         """
         kept = {k: v for k, v in config.items() if k in cls.model_fields and v is not None}
+        kept.update({o.name: o.before for o in OPTIONS if o.before is not None and o.name not in config})
         while True:
             try:
                 return cls.model_validate(kept)

@@ -47,7 +47,9 @@ class Option:
     ignore it; `replayed`: the views read it from a stored run, so a stored
     value that does not validate makes the run corrupt instead of falling
     back to the default. `resume_help` replaces the help on resume/rerun
-    (and puts the option there even if it is not resumable).
+    (and puts the option there even if it is not resumable). `before`: what a stored run
+    written before the option existed ran with, when that is not the default (a run keeps
+    computing what it computed when it is resumed or replayed).
     """
 
     name: str
@@ -66,6 +68,7 @@ class Option:
     operational: bool = False
     replayed: bool = False
     resume_help: str | None = None
+    before: Any = None
 
     @property
     def choices(self) -> tuple | None:
@@ -176,6 +179,11 @@ OPTIONS: tuple[Option, ...] = (
            unset="3 remote, 1 local"),
     Option("min_effect", float | None, None, "smallest score worth reporting, in the scorer's unit", ge=0,
            unset="set by the scorer"),
+    Option("null_samples", int, 8, "placebo deletions calibrating the noise floor (0: off)", ge=0, le=64,
+           before=0),
+    Option("behaviour_checks", int, 3,
+           "generations checking whether deleting a significant span changes the answer (0: off)", ge=0, le=20,
+           before=0),
     Option("faithfulness", Faithfulness, "cheap",
            "checks of the attribution: cheap top-k deletion, full adds LDS on held-out masks"),
     Option("heldout_masks", int, 16, "held-out masks of the LDS check (faithfulness full)", ge=4, le=1024, cli="none"),

@@ -28,7 +28,8 @@ Status = Literal["running", "finished", "aborted", "failed"]
 # What stopped an aborted run, when a rule did (not an interrupt): the budget.
 StoppedBy = Literal["budget"]
 # What an evaluation was for: only "attribution" evaluations feed the estimate.
-Purpose = Literal["attribution", "noise", "faithfulness", "heldout"]
+Purpose = Literal["attribution", "noise", "placebo", "behaviour", "faithfulness", "heldout"]
+Behaviour = Literal["changes", "probability"]
 CallKind = Literal["chat", "logprob", "embed"]  # the kinds of billed request (core/cost.py)
 # Dollars: a finite amount, never negative. A NaN or infinite figure in a run file is refused
 # (the run is then rebuilt from its events, or reported corrupt), never shown as "$nan".
@@ -137,7 +138,7 @@ class Evaluation(Call):
     cosine: float | None = None
     target_logprob: float | None = None  # mean log-prob per target token (logprob scorer)
     purpose: Purpose = "attribution"
-    repeat: int = 0  # which repeated baseline a noise evaluation is (1, 2, ...)
+    repeat: int = 0  # which repeated baseline a noise evaluation is (1, 2, ...), or which placebo (0, 1, ...)
     tokens: TokenValues | None = None  # log-probability runs (schema 3): every answer token's
 
     @field_validator("tokens", mode="wrap")
@@ -182,7 +183,11 @@ class SpanScore(BaseModel):
     group: tuple[int, int]
     evaluation: int | None = None
     stderr: float | None = None  # the surrogate's bootstrap standard error
-    significant: bool | None = None  # above the noise floor (None: not assessed)
+    significant: bool | None = None  # above the noise floor, and not refuted by the behavioural check
+    # the behavioural check (stages/behaviour.py): "changes" the answer when deleted, or moves its
+    # "probability" only (then not significant); None: not checked
+    behaviour: Behaviour | None = None
+    behaviour_note: str | None = None  # what changed ("the target is gone"), or why not checked
 
 
 class NoiseFloor(BaseModel):
@@ -191,7 +196,10 @@ class NoiseFloor(BaseModel):
     repeats: int  # baseline calls in all (1: a deterministic backend, nothing to repeat)
     samples: list[float] = Field(default_factory=list)  # scores between every two baseline answers
     min_effect: float  # smallest effect worth reporting, in the scorer's unit
-    floor: float  # max(samples, min_effect)
+    floor: float  # max(samples, min_effect, calibrated)
+    placebo: list[float] = Field(default_factory=list)  # scores of the placebo deletions (stages/noise.py)
+    calibrated: float | None = None  # the placebo bound (None: no placebos)
+    fpr: float | None = None  # the share of irrelevant deletions the calibrated bound lets through
 
 
 class SurrogateFit(BaseModel):

@@ -13,6 +13,7 @@ from ..core.config import AttributionConfig
 from ..core.cost import call_cost, messages_tokens
 from ..core.schema import Span
 from ..stages.faithfulness import RANDOM_DRAWS
+from ..stages.noise import placebo_prompt
 from ..stages.plan import random_masks, worst_case_groups
 from ..stages.segment import render
 
@@ -39,7 +40,8 @@ class Plan:
         return self.config.estimator(len(self.spans)) == "loo"
 
     def evaluations(self) -> int:
-        """Evaluations this run may make at most: attribution, noise repeats and checks."""
+        """Evaluations this run may make at most: attribution, noise repeats, placebos and checks
+        (behaviour checks counted as generations whether or not the scorer generates)."""
         c, n = self.config, len(self.spans)
         if c.method == "surrogate":
             attribution = c.masks
@@ -49,7 +51,7 @@ class Plan:
             attribution = worst_case_groups(n, self.spans, self.prompt, c.group_fraction)
         checks = 0 if c.faithfulness == "off" else 1 + RANDOM_DRAWS[c.faithfulness]
         heldout = c.heldout_masks if c.faithfulness == "full" else 0
-        return attribution + self.repeats - 1 + checks + heldout
+        return attribution + self.repeats - 1 + c.null_samples + c.behaviour_checks + checks + heldout
 
     def projected_cost(self, evaluations: int, info: BackendInfo, baseline_calls: int = 1) -> float | None:
         """Estimated spend: every planned call at the full prompt's estimated tokens and max_tokens.
@@ -64,6 +66,10 @@ class Plan:
         if chat is None or embed is None:
             return None
         return (evaluations + baseline_calls) * (chat + embed)
+
+    def placebo_messages(self, k: int, answer: str) -> list[dict]:
+        """The messages of placebo copy `k` of the prompt (stages/noise.py: placebo_prompt)."""
+        return messages_for(placebo_prompt(self.prompt, self.spans, k, self.config.seed, answer), self.config.system)
 
     def messages(self, dropped: tuple[int, ...]) -> list[dict]:
         """The messages of the prompt with these spans deleted."""

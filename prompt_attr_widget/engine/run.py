@@ -41,6 +41,7 @@ from ..core.identity import prompt_sha256, public_url
 from ..core.schema import BackendRecord, Evaluation, Faithfulness, RunRecord, Spend
 from ..core.text import usd
 from ..core.version import __version__
+from ..stages.behaviour import checks_of, difference, judge, next_checks
 from ..stages.estimate import estimate
 from ..stages.faithfulness import RANDOM_DRAWS, predicted, random_subsets, spearman, top_k
 from ..stages.noise import default_repeats, noise_floor, pairwise
@@ -87,8 +88,11 @@ class _Run:
         self.at_most = 0  # evaluations the plan may make at most (the passes may make fewer)
         self.evaluated: dict[tuple[int, ...], Evaluation] = {}  # attribution evaluations by deleted spans
         self.checks: dict[tuple[int, ...], Evaluation] = {}  # faithfulness evaluations
+        self.behaviour: dict[tuple[int, ...], Evaluation] = {}  # behavioural checks: answers without spans
+        self.judging = False  # estimates carry the behavioural verdicts once the check has begun
         self.noise = None
         self.noise_points: list = []  # what each repeated baseline answered, in the scorer's terms
+        self.noise_calls: list = []  # and the calls themselves (their answers, where generated)
         self.scores: list = []
 
     @property
@@ -172,11 +176,13 @@ class _Run:
         if stored is None:
             yield BaselineDone(baseline=self.base_call, target=self.target, tokens=self.scorer.answer_tokens)
 
-    async def measure(self, dropped: tuple[int, ...], purpose: str, round_: int, repeat: int = 0) -> Evaluation:
-        """Score the prompt with these spans deleted against the baseline."""
-        m = await self.scorer.measure(self.evaluator, self.plan.messages(dropped), repeat=repeat)
+    async def measure(self, dropped: tuple[int, ...], purpose: str, round_: int, repeat: int = 0,
+                      messages: list[dict] | None = None) -> Evaluation:
+        """Score the prompt with these spans deleted (or these messages: a placebo) against the baseline."""
+        m = await self.scorer.measure(self.evaluator, messages or self.plan.messages(dropped), repeat=repeat)
         if purpose == "noise":
             self.noise_points.append(m.point)
+            self.noise_calls.append(m.call)
         return Evaluation(
             **m.call.model_dump(),
             id=-1,  # numbered in order of arrival by Batches.run
@@ -214,19 +220,27 @@ class _Run:
             yield event
 
     async def measure_noise(self) -> AsyncIterator:
-        """Ask for the baseline again `repeats - 1` times; how far the answers differ is noise."""
+        """Ask for the baseline again `repeats - 1` times (how far the answers differ is noise) and
+        score `null_samples` placebo copies of the prompt (what an irrelevant deletion does)."""
         if self.stored is not None and self.stored.noise is not None:
             self.noise = self.stored.noise
             return
-        stored = [e for e in self.stored.evaluations if e.purpose == "noise"] if self.stored else []
-        self.noise_points = [await self.scorer.stored_point(self.evaluator, e) for e in stored]
-        done = {e.repeat for e in stored}
-        jobs = [self.measure((), "noise", -1, repeat=r) for r in range(1, self.repeats) if r not in done]
+        stored = [e for e in self.stored.evaluations if e.purpose in ("noise", "placebo")] if self.stored else []
+        repeats = [e for e in stored if e.purpose == "noise"]
+        self.noise_points = [await self.scorer.stored_point(self.evaluator, e) for e in repeats]
+        placebo = {e.repeat: e for e in stored if e.purpose == "placebo"}
+        answer = self.base_call.output or ""
+        jobs = [self.measure((), "noise", -1, repeat=r) for r in range(1, self.repeats)
+                if r not in {e.repeat for e in repeats}]
+        jobs += [self.measure((), "placebo", -1, repeat=k, messages=self.plan.placebo_messages(k, answer))
+                 for k in range(self.config.null_samples) if k not in placebo]
         async for event in self._stream(jobs):
+            if isinstance(event, Evaluated) and event.evaluation.purpose == "placebo":
+                placebo[event.evaluation.repeat] = event.evaluation
             yield event
         samples = pairwise([self.scorer.baseline_point(), *self.noise_points], self.scorer.distance)
         min_effect = self.config.min_effect if self.config.min_effect is not None else self.scorer.min_effect
-        self.noise = noise_floor(samples, self.repeats, min_effect)
+        self.noise = noise_floor(samples, self.repeats, min_effect, [placebo[k].score for k in sorted(placebo)])
         yield NoiseMeasured(noise=self.noise)
 
     # --- passes -------------------------------------------------------------------------------
@@ -237,8 +251,16 @@ class _Run:
             c.method, len(self.spans), list(self.evaluated.values()), self.noise,
             masks=self.plan.masks, keep_prob=c.keep_prob, seed=c.seed, bootstrap=0 if live else BOOTSTRAP,
         )
+        checks = checks_of([*self.evaluated.values(), *self.behaviour.values()])
+        if self.judging and checks:
+            scores = judge(scores, checks, self.base_call.output or "", self.target.text if self.target else None,
+                           self.noise_answers(), c.behaviour_checks)
         self.scores = scores  # (the final surrogate fit runs in a thread: return its own scores, not the attribute)
         return Estimate(round=round_, attribution=scores, surrogate=fit)
+
+    def noise_answers(self) -> list[str]:
+        """What the repeated baselines answered, where the scorer generated them."""
+        return [e.output for e in self.noise_calls if e.output is not None]
 
     async def passes(self) -> AsyncIterator:
         n, c = len(self.spans), self.config
@@ -263,6 +285,32 @@ class _Run:
             impacts = {g: self.evaluated[g.dropped].score for g in groups}
             frontier = select_for_refinement(impacts, c.refine_threshold)
             round_ += 1
+
+    async def check_behaviour(self) -> AsyncIterator:
+        """Generate without the top significant spans: does the answer change (stages/behaviour.py)?
+        Two rounds at most: the spans one by one, then those that changed nothing, together."""
+        limit = self.config.behaviour_checks
+        if limit <= 0 or not self.scores or self.base_call.output is None:
+            return
+        self.judging = True
+        last = max(ev.round for ev in self.evaluated.values())
+        yield self.estimate(last)  # the verdicts of answers the deletions generated anyway
+        for _ in range(2):
+            todo = next_checks(self.scores, limit, len(self.behaviour))
+            if not todo:
+                break
+            async for event in self._stream([self.generate(d) for d in todo]):
+                if isinstance(event, Evaluated):
+                    self.behaviour[tuple(event.evaluation.dropped)] = event.evaluation
+                yield event
+            yield self.estimate(last)
+
+    async def generate(self, dropped: tuple[int, ...]) -> Evaluation:
+        call = await self.evaluator.complete(self.plan.messages(dropped))
+        target = self.target.text if self.target else None
+        changed = difference(self.base_call.output or "", call.output or "", target) is not None  # (as stored)
+        return Evaluation(**call.model_dump(), id=-1, round=-1, dropped=list(dropped), score=float(changed),
+                          purpose="behaviour")
 
     async def check_faithfulness(self) -> AsyncIterator:
         """Top-k deletion against random deletions; LDS on held-out masks when asked."""
@@ -301,6 +349,10 @@ class _Run:
                 self.evaluated[tuple(e.dropped)] = e
             elif e.purpose in ("faithfulness", "heldout"):
                 self.checks[tuple(e.dropped)] = e
+            elif e.purpose == "behaviour":
+                self.behaviour[tuple(e.dropped)] = e
+            elif e.purpose == "noise":
+                self.noise_calls.append(e)
         self.batches.done = max((e.id for e in self.stored.evaluations), default=-1) + 1
         self.ledger.restore()
 
@@ -456,7 +508,7 @@ async def run_events(
         check_projection(run.projected_cost(remaining), left, config.model)
         yield RunResumed(at=datetime.now(timezone.utc).isoformat(timespec="milliseconds"), planned=worst)
     try:
-        for stage in (run.baseline, run.measure_noise, run.passes, run.check_faithfulness):
+        for stage in (run.baseline, run.measure_noise, run.passes, run.check_behaviour, run.check_faithfulness):
             async for event in stage():
                 yield event
     except GeneratorExit:

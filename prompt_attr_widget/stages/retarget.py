@@ -32,6 +32,7 @@ from ..core.schema import (
     Target,
     covering,
 )
+from .behaviour import checks_of, judge
 from .estimate import estimate
 from .faithfulness import RANDOM_DRAWS, predicted, random_subsets, spearman, top_k
 from .noise import noise_floor, pairwise
@@ -49,12 +50,17 @@ def retarget(record: RunRecord, target: str | tuple[int, int] | Target, *, boots
     """
     part = _resolve(_answer(record), target)
     scores = _scorer_for(record)(record, part)
-    evaluations = [scores.evaluation(e) for e in record.evaluations]
-    noise = _noise(record, scores)
+    evaluations = [e if e.purpose == "behaviour" else scores.evaluation(e) for e in record.evaluations]
+    noise = _noise(record, scores, evaluations)
     c, n = record.settings, len(record.spans)
     masks = random_masks(n, c.masks, c.keep_prob, c.seed) if c.method == "surrogate" else None
     attribution, fit = estimate(c.method, n, evaluations, noise, masks=masks, keep_prob=c.keep_prob, seed=c.seed,
                                 bootstrap=BOOTSTRAP if bootstrap is None else bootstrap)
+    checks = checks_of(evaluations)
+    if checks and c.behaviour_checks > 0:  # the run's generations, judged for this part
+        noise_answers = [e.output for e in evaluations if e.purpose == "noise" and e.output is not None]
+        attribution = judge(attribution, checks, record.baseline.output, part.text, noise_answers,
+                            c.behaviour_checks)
     checked = record.retargeted.checked if record.retargeted else record.faithfulness is not None
     checks = _faithfulness(record, evaluations, attribution) if checked else None
     return record.model_copy(update={
@@ -144,7 +150,7 @@ def _check_tokens(record: RunRecord) -> None:
             f"run {record.run_id} {why}, so other parts of its answer cannot be scored from it: "
             f"re-run it (prompt-attr rerun {record.run_id}; cached answers cost nothing) or run with --target"
         )
-    lost = sum(e.tokens is None or e.tokens.values is None for e in record.evaluations)
+    lost = sum(e.tokens is None or e.tokens.values is None for e in record.evaluations if e.purpose != "behaviour")
     lost += record.answer_tokens.baseline.values is None
     if lost:
         raise UsageError(
@@ -207,9 +213,10 @@ class _OverlapPart:
         return abs(target_lost(self.text, a) - target_lost(self.text, b))
 
 
-def _noise(record: RunRecord, scores) -> NoiseFloor | None:
-    """The noise floor of the part: its score between every two answers to the unchanged prompt,
-    never below the smallest effect worth reporting (the run's own, in the run's own unit)."""
+def _noise(record: RunRecord, scores, evaluations: list[Evaluation]) -> NoiseFloor | None:
+    """The noise floor of the part: its score between every two answers to the unchanged prompt
+    and its placebo deletions' bound, never below the smallest effect worth reporting (the
+    run's own, in the run's own unit)."""
     if record.noise is None:
         return None
     repeats = sorted((e for e in record.evaluations if e.purpose == "noise"), key=lambda e: e.repeat)
@@ -219,7 +226,8 @@ def _noise(record: RunRecord, scores) -> NoiseFloor | None:
         min_effect = record.noise.min_effect
     else:
         min_effect = configured if configured is not None else UNITS[scores.name].min_effect
-    return noise_floor(samples, record.noise.repeats, min_effect)
+    placebo = sorted((e for e in evaluations if e.purpose == "placebo"), key=lambda e: e.repeat)
+    return noise_floor(samples, record.noise.repeats, min_effect, [e.score for e in placebo])
 
 
 def _faithfulness(record: RunRecord, evaluations: list[Evaluation], attribution) -> Faithfulness | None:

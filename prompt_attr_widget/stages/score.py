@@ -101,10 +101,11 @@ def target_lost(target: str, output: str) -> float:
     have = [w.casefold() for w in _WORD.findall(output)] if _WORD.search(target) else list(output)
     if not want:
         return 0.0
-    return 1.0 - _lcs_length(want, have) / len(want)
+    return 1.0 - lcs_length(want, have) / len(want)
 
 
-def _lcs_length(a: list[str], b: list[str]) -> int:
+def lcs_length(a: list[str], b: list[str]) -> int:
+    """The length of the longest common subsequence of two word lists."""
     row = [0] * (len(b) + 1)
     for x in a:
         prev_diag = 0

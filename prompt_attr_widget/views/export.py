@@ -19,8 +19,10 @@ from ..core.schema import RunRecord
 from ..core.text import safe_html_text, safe_json_text, safe_terminal_text
 from .html import heatmap_html
 from .parts import drives_of
+from .scale import verdict
 
-SPAN_COLUMNS = ("index", "start", "end", "text", "score", "stderr", "significant", "resolved", "drives")
+SPAN_COLUMNS = ("index", "start", "end", "text", "score", "stderr", "significant", "behaviour", "behaviour_note",
+                "resolved", "drives")
 EVALUATION_COLUMNS = ("id", "round", "purpose", "dropped", "score", "output", "target_logprob", "cosine",
                       "prompt_tokens", "completion_tokens", "cost_usd", "elapsed_ms", "cache_hit")
 TABLES = ("spans", "evaluations")
@@ -37,6 +39,8 @@ def rows(record: RunRecord, table: str, drives: dict | None = None) -> list[dict
              "score": getattr(scores.get(span.index), "score", None),
              "stderr": getattr(scores.get(span.index), "stderr", None),
              "significant": getattr(scores.get(span.index), "significant", None),
+             "behaviour": getattr(scores.get(span.index), "behaviour", None),
+             "behaviour_note": getattr(scores.get(span.index), "behaviour_note", None),
              "resolved": getattr(scores.get(span.index), "resolved", None),
              "drives": getattr(drives.get(span.index), "text", None)}
             for span in record.spans
@@ -87,16 +91,17 @@ def report_html(title: str, body_parts: Iterable[str]) -> str:
 def run_report(record: RunRecord) -> str:
     """A run as a standalone HTML page: the heat-map, notes, top spans and every span's score."""
     drives = drives_of(record)
+    scores = {s.index: s for s in record.attribution}
     table = "".join(
         f"<tr><td>{r['index']}</td><td>{_number(r['score'])}</td>"
-        f"<td>{_number(r['stderr'])}</td><td>{_flag(r['significant'])}</td>"
+        f"<td>{_number(r['stderr'])}</td><td>{safe_html_text(verdict(scores.get(r['index'])))}</td>"
         f"<td>{safe_html_text(r['text'])}</td></tr>"
         for r in rows(record, "spans", drives)
     )
     return report_html(
         f"prompt_attr run {record.run_id}",
         [heatmap_html(record, drives=drives),
-         "<h2>Every span</h2><table><thead><tr><th>span</th><th>score</th><th>±</th><th>above noise</th>"
+         "<h2>Every span</h2><table><thead><tr><th>span</th><th>score</th><th>±</th><th>signal</th>"
          f"<th>text</th></tr></thead><tbody>{table}</tbody></table>"],
     )
 
@@ -108,10 +113,6 @@ def comparison_report(comparison) -> str:
 
 def _number(value: float | None) -> str:
     return "" if value is None else f"{value:.4f}"
-
-
-def _flag(significant: bool | None) -> str:
-    return {True: "yes", False: "noise", None: ""}[significant]
 
 
 def dump_json(record: RunRecord) -> str:

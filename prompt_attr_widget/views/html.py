@@ -13,7 +13,17 @@ from __future__ import annotations
 from ..core.schema import RunRecord
 from ..core.text import one_line, safe_html_text
 from .parts import drive_text, drives_of
-from .scale import heat, heat_css, legend_note, plus_minus, run_notes, scale_max, signal, unrefined
+from .scale import (
+    heat,
+    heat_css,
+    legend_note,
+    plus_minus,
+    run_notes,
+    scale_max,
+    signal,
+    unrefined,
+    verdict,
+)
 
 # Text reads from the left: Jupyter's and nbconvert's stylesheets right-align table cells.
 LEFT = ' style="text-align:left"'
@@ -55,8 +65,9 @@ def heatmap_html(record: RunRecord, top_k: int = 5, drives: dict | None = None) 
         else:
             intensity = heat(s, top)
             note = "" if s.resolved else " (share of an unrefined group)"
+            note += f" ({verdict(s)})" if verdict(s) else ""
             if intensity is None:
-                style, note = "color:inherit", note + " (below the noise floor)"
+                style = "color:inherit"
             else:
                 style = f"background:{heat_css(intensity)};border-radius:3px"
             if not s.resolved:
@@ -94,7 +105,7 @@ def heatmap_html(record: RunRecord, top_k: int = 5, drives: dict | None = None) 
         '<pre style="white-space:pre-wrap;word-break:break-word;font-family:ui-monospace,monospace;'
         f'line-height:1.6;padding:8px;border:1px solid #ccc">{"".join(parts)}</pre>'
         f"<div><b>Baseline output</b></div><pre style=\"white-space:pre-wrap\">{baseline}</pre>"
-        f"<table><thead><tr><th>span</th><th>score</th><th>above noise</th><th{LEFT}>text</th>"
+        f"<table><thead><tr><th>span</th><th>score</th><th>signal</th><th{LEFT}>text</th>"
         + (f"<th{LEFT}>drives</th>" if driving else "") + "</tr></thead>"
         f"<tbody>{rows}</tbody></table>"
         "</div>"

@@ -22,7 +22,7 @@ from .parts import (
     drives_of,
     explain,
 )
-from .scale import run_notes
+from .scale import run_notes, verdict
 
 
 @dataclass(frozen=True, repr=False)
@@ -35,7 +35,9 @@ class SpanResult:
     resolved: bool
     ablated_output: str | None  # None also under the log-probability scorer (nothing regenerated)
     stderr: float | None = None  # surrogate runs: bootstrap standard error of the score
-    significant: bool | None = None  # above the noise floor (None: not assessed)
+    significant: bool | None = None  # above the noise floor and not refuted by the behavioural check
+    behaviour: str | None = None  # "changes" the answer, or moves its "probability" only (None: not checked)
+    verdict: str = ""  # the two in words (views/scale.py: verdict)
 
     def __repr__(self) -> str:
         """One short line, as a person reads it: `result.top(3)` prints a list of these."""
@@ -43,8 +45,7 @@ class SpanResult:
             measured = "not measured"
         else:
             spread = "" if self.stderr is None else f" ± {self.stderr:.3f}"
-            noise = {True: ", above the noise floor", False: ", below the noise floor", None: ""}[self.significant]
-            measured = f"{self.score:.3f}{spread}{noise}"
+            measured = f"{self.score:.3f}{spread}{', ' + self.verdict if self.verdict else ''}"
         return f"<span {self.index} [{self.start}:{self.end}) {measured}: {one_line(self.text, 60)!r}>"
 
 
@@ -70,6 +71,8 @@ class Attribution:
                     ablated_output=ev.output if ev else None,
                     stderr=s.stderr if s else None,
                     significant=s.significant if s else None,
+                    behaviour=s.behaviour if s else None,
+                    verdict=verdict(s),
                 )
             )
         self.spans: list[SpanResult] = spans
@@ -199,7 +202,7 @@ class Attribution:
         top = self.top(1)
         best = f", top span {top[0].index} ({top[0].score:.3f})" if top and top[0].score > 0 else ""
         if top and top[0].significant is False:
-            best += " below the noise floor"
+            best += " " + top[0].verdict.split(":")[0]
         elif top and top[0].index in self.drives():
             best += f", {drive_label(self.drives()[top[0].index], 40)}"
         return (

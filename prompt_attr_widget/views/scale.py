@@ -121,8 +121,29 @@ def plus_minus(s: SpanScore) -> str:
 
 
 def signal(s: SpanScore) -> str:
-    """The significance column: above the floor, noise, or not assessed."""
+    """The significance column: changes the answer, moves its probability only, above the
+    floor (behaviour not checked), noise, or not assessed."""
+    if s.behaviour == "changes":
+        return "changes"
+    if s.behaviour == "probability":
+        return "prob. only"
     return {True: "yes", False: "noise", None: "-"}[s.significant]
+
+
+def verdict(s: SpanScore | None) -> str:
+    """What a span's flag means, in the words every view shows next to its score ('' for a
+    span not assessed): the one place the behavioural check is put into words."""
+    if s is None:
+        return ""
+    if s.behaviour == "probability":
+        return "moves its probability only: the answer does the same without it"
+    if s.behaviour == "changes":
+        return f"changes the answer: {s.behaviour_note}"
+    if s.significant is False:
+        return "below the noise floor"
+    if s.significant:
+        return "above the noise floor; " + (s.behaviour_note or "behaviour not checked")
+    return ""
 
 
 def estimator_label(record: RunRecord) -> str:
@@ -153,13 +174,7 @@ def run_notes(record: RunRecord) -> list[str]:
     if record.retargeted:
         notes.extend(retarget_notes(record))
     if record.noise:
-        n = record.noise
-        above = sum(bool(s.significant) for s in record.attribution)
-        source = f"largest gap between {n.repeats} answers to the unchanged prompt" if n.samples else "deterministic backend"
-        notes.append(
-            f"noise floor {n.floor:.3f} ({source}, minimum effect {n.min_effect:g}): "
-            f"{above} of {len(record.spans)} spans above it"
-        )
+        notes.extend(noise_notes(record))
     f = record.faithfulness
     if f and f.top_k_score is not None:
         rand = f"{sum(f.random_scores) / len(f.random_scores):.3f}" if f.random_scores else "n/a"
@@ -178,6 +193,33 @@ def run_notes(record: RunRecord) -> list[str]:
                      f"together in the run; a run with --target measures it){lds}")
     if record.redacted:
         notes.append(redaction_note(record))
+    return notes
+
+
+def noise_notes(record: RunRecord) -> list[str]:
+    """The floor, what it comes from, and what the behavioural check found."""
+    n = record.noise
+    sources = []
+    if n.samples:
+        sources.append(f"largest gap between {n.repeats} answers to the unchanged prompt")
+    if n.calibrated is not None:
+        sources.append(f"{len(n.placebo)} placebo deletions: {n.fpr:.0%} of irrelevant deletions pass "
+                       f"{n.calibrated:.3f}")
+    source = "; ".join(sources) or "deterministic backend, no placebo deletions"
+    above = sum(s.significant is not None and s.score > n.floor and (s.significant or s.behaviour is not None)
+                for s in record.attribution)
+    notes = [f"noise floor {n.floor:.3f} ({source}; minimum effect {n.min_effect:g}): "
+             f"{above} of {len(record.spans)} spans above it"]
+    changes = sum(s.behaviour == "changes" for s in record.attribution)
+    only = sum(s.behaviour == "probability" for s in record.attribution)
+    unchecked = sum(bool(s.significant) and s.behaviour is None for s in record.attribution)
+    if changes or only:
+        text = f"behaviour: {changes} change{'s' if changes == 1 else ''} the answer when deleted"
+        if only:
+            text += f", {only} move{'s' if only == 1 else ''} its probability only (not significant)"
+        if unchecked:
+            text += f", {unchecked} above the floor not checked"
+        notes.append(text)
     return notes
 
 

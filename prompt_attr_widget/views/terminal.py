@@ -42,14 +42,14 @@ def top_table(record: RunRecord, k: int = 5, drives: dict | None = None) -> str:
     views/parts.py, computed here when not given)."""
     drives = drives_of(record) if drives is None else drives
     ranked = record.ranked()[:k]
-    lines = [f"{'rank':>4}  {'span':>4}  {'score':>7}  {'±':>6}  {'signal':<5}  text"]
+    lines = [f"{'rank':>4}  {'span':>4}  {'score':>7}  {'±':>6}  {'signal':<10}  text"]
     for rank, s in enumerate(ranked, 1):
         mark = "" if s.resolved else "*"
         err = "" if s.stderr is None else f"{s.stderr:.3f}"
         text = safe_terminal_text(one_line(record.spans[s.index].text, 60))
         driven = drive_label(drives.get(s.index), 50)
         driven = f"\n{'':>36}{safe_terminal_text(driven)}" if driven else ""
-        lines.append(f"{rank:>4}  {s.index:>4}  {s.score:>6.3f}{mark:1}  {err:>6}  {signal(s):<5}  {text}{driven}")
+        lines.append(f"{rank:>4}  {s.index:>4}  {s.score:>6.3f}{mark:1}  {err:>6}  {signal(s):<10}  {text}{driven}")
     floor = record.noise.floor if record.noise else None
     key = legend_note(floor, unrefined(record), marker="*")
     if key:  # what the heat-map leaves uncoloured (marked ~ without colour) and what * means

@@ -70,6 +70,7 @@ from .scale import (
     run_notes,
     scale_top,
     top_indices,
+    verdict,
 )
 
 FLUSH_INTERVAL_S = 0.1
@@ -189,6 +190,7 @@ class AttributionWidget(_TwoOutputs):
     part_views = t.List().tag(sync=True)  # one per part: what the heat-map shows for it (see _view)
     parts_note = t.Unicode("").tag(sync=True)  # why the parts cannot be scored ("" when they can)
     drives = t.List().tag(sync=True)  # per span: "drives: '…'" for an untargeted run, else ""
+    verdicts = t.List().tag(sync=True)  # per span: its flag in words (views/scale.py: verdict), "" if none
     focus = t.Dict().tag(sync=True)  # {seq, start, end}: a selection of the answer, set by the browser
     focus_view = t.Dict().tag(sync=True)  # the kernel's answer to `focus`: a view as in part_views, or an error
 
@@ -371,6 +373,7 @@ class AttributionWidget(_TwoOutputs):
         self.evals = [row.evaluation for row in rows]
         self.stderr = [row.stderr for row in rows]
         self.significant = [row.significant for row in rows]
+        self.verdicts = [verdict(by_index.get(i)) for i in range(len(r.spans))]
         self.heat = [p[0] for p in painted]
         self.muted = [p[1] for p in painted]
         self._ranking = self.ranking = top_indices(rows, TOP_K)
@@ -520,6 +523,7 @@ def _part_view(record: RunRecord, label: str) -> dict:
         "resolved": [row.resolved for row in rows],
         "heat": [p[0] for p in painted],
         "muted": [p[1] for p in painted],
+        "verdicts": [verdict(by_index.get(i)) for i in range(len(record.spans))],
         "ranking": top_indices(rows, TOP_K),
         "scale": legend(top, record.score_unit, floor, _refines(record)),
         "notes": run_notes(record),
@@ -529,7 +533,7 @@ def _part_view(record: RunRecord, label: str) -> dict:
 def _unscored_view(n_spans: int, label: str, why: str) -> dict:
     """A part nothing measured (no token of the answer covers it): every span pending, and why."""
     return {"label": label, "scores": [None] * n_spans, "stderr": [None] * n_spans, "resolved": [False] * n_spans,
-            "heat": [""] * n_spans, "muted": [False] * n_spans, "ranking": [], "scale": legend(MIN_TOP, None, None),
+            "heat": [""] * n_spans, "muted": [False] * n_spans, "verdicts": [""] * n_spans, "ranking": [], "scale": legend(MIN_TOP, None, None),
             "notes": [f"not scored: {why}"]}
 
 

@@ -102,7 +102,8 @@ def test_a_stop_books_the_worst_case_of_calls_cut_off_in_flight(runs_dir):
 @pytest.mark.parametrize("method", ["loo", "hierarchical", "surrogate"])
 def test_the_estimate_of_a_stopped_run_is_the_engines(runs_dir, method):
     backend = FakeBackend()  # instant: when the stream stops, the rest of the batch is back, unreported
-    stream, closing, record = stopped_run(runs_dir, backend, 2, method=method, masks=16, faithfulness="off")
+    stream, closing, record = stopped_run(runs_dir, backend, 2, method=method, masks=16, faithfulness="off",
+                                          null_samples=0)  # stopped in the passes, not among the placebos
     [closing_estimate] = [e for e in closing if isinstance(e, Estimate)]
     attribution = [e for e in record.evaluations if e.purpose == "attribution"]
     assert len(attribution) > 2 and stream.unreported  # answers never streamed are estimated too
@@ -115,7 +116,8 @@ def test_the_estimate_of_a_stopped_run_is_the_engines(runs_dir, method):
 
 def test_a_run_stopped_before_any_attribution_gets_no_estimate(runs_dir):
     backend = FakeBackend()
-    stream, closing, record = stopped_run(runs_dir, backend, 1, noise_repeats=3, concurrency=1, status="failed")
+    stream, closing, record = stopped_run(runs_dir, backend, 1, noise_repeats=3, concurrency=1, status="failed",
+                                          null_samples=0)
     assert [type(e) for e in closing] == [Evaluated, RunFailed]  # the noise repeat that was back; no estimate
     assert record.status == "failed" and not record.attribution
     assert closing[-1].spend == stream.run.spend()

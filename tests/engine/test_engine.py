@@ -76,10 +76,13 @@ def test_loo_evaluates_every_span_once(runs_dir, fake):
     a = attribute(prompt, runs_dir, fake, method="loo", cache=False)
     n = len(segment(prompt))
     assert n == 12 == len(a.spans)
-    assert len(a.record.evaluations) == n
-    assert sorted(tuple(e.dropped) for e in a.record.evaluations) == [(i,) for i in range(n)]
-    assert fake.calls == n + 1  # plus the baseline
-    assert [e.id for e in a.record.evaluations] == list(range(n))
+    attribution = [e for e in a.record.evaluations if e.purpose == "attribution"]
+    placebo = [e for e in a.record.evaluations if e.purpose == "placebo"]
+    assert len(attribution) == n and len(placebo) == 8 and len(a.record.evaluations) == n + 8
+    assert sorted(tuple(e.dropped) for e in attribution) == [(i,) for i in range(n)]
+    # plus the baseline and the placebos; the behavioural check reuses the deletions' own answers
+    assert fake.calls == n + 1 + 8
+    assert [e.id for e in a.record.evaluations] == list(range(n + 8))
     assert all(s.resolved for s in a.spans)
     assert a.top(1)[0].index == 4 and a.top(1)[0].score == 1.0
     assert all(s.score == 0.0 for s in a.spans if s.index != 4)
@@ -100,18 +103,23 @@ def test_hierarchical_finds_the_loo_culprit_with_fewer_calls(runs_dir):
     assert len(hier.spans) == len(loo.spans) == 64
     assert loo.top(1)[0].index == hier.top(1)[0].index == 37
     assert hier.top(1)[0].resolved and hier.top(1)[0].score == pytest.approx(loo.top(1)[0].score)
-    assert len(hier.record.evaluations) < len(loo.record.evaluations) // 3
+    def attribution(run):
+        return [e for e in run.record.evaluations if e.purpose == "attribution"]
+
+    assert len(attribution(hier)) < len(attribution(loo)) // 3
     assert any(not s.resolved for s in hier.spans)
     assert max(e.round for e in hier.record.evaluations) >= 1
     spans = segment(prompt)
-    assert started[0].planned == worst_case_groups(64, spans, prompt, 0.2) + 3  # + top-k and 2 random deletions
+    # + 8 placebos, 3 behavioural checks, top-k and 2 random deletions
+    assert started[0].planned == worst_case_groups(64, spans, prompt, 0.2) + 8 + 3 + 3
     assert len(hier.record.evaluations) <= started[0].planned
 
 
 def test_small_prompts_go_straight_to_loo(runs_dir):
     a = attribute(planted(10, 3), runs_dir, cache=False)  # hierarchical by default
-    assert len(a.record.evaluations) == 10
-    assert all(len(e.dropped) == 1 and e.round == 0 for e in a.record.evaluations)
+    attribution = [e for e in a.record.evaluations if e.purpose == "attribution"]
+    assert len(attribution) == 10
+    assert all(len(e.dropped) == 1 and e.round == 0 for e in attribution)
 
 
 def test_runs_are_deterministic(runs_dir):
@@ -216,7 +224,9 @@ def test_budget_stops_mid_run_with_everything_saved(runs_dir, concurrency):
     def make():
         return FakeBackend(price=Price(input=1.0, output=0.0), embed_price=Price(input=0.0), latency=0.002)
 
-    options = dict(method="loo", cache=False, max_tokens=8, concurrency=concurrency, faithfulness="off")
+    # no behavioural checks: the projection counts them, this run would not need them
+    options = dict(method="loo", cache=False, max_tokens=8, concurrency=concurrency, faithfulness="off",
+                   behaviour_checks=0)
     budget = projection(prompt, runs_dir, make, **options)
     backend = make()
     seen = []
@@ -225,7 +235,7 @@ def test_budget_stops_mid_run_with_everything_saved(runs_dir, concurrency):
     assert "budget" in a.record.reason
     assert a.record.spend.usd <= budget
     saved = a.record.evaluations
-    assert 0 < len(saved) < 40
+    assert 0 < len([e for e in saved if e.purpose == "attribution"]) < 40
     # every paid call is counted; at most one answer per slot can be left
     # without the embedding that would have scored it (it stays in the cache)
     assert a.record.spend.calls == backend.calls + backend.embed_calls
@@ -239,7 +249,7 @@ def test_budget_stops_mid_run_with_everything_saved(runs_dir, concurrency):
     assert lines[-1]["type"] == "run_aborted" and isinstance(seen[-1], RunAborted)
     # what was evaluated is attributed, not left as an empty heat-map
     assert lines[-2]["type"] == "estimate"
-    assert sum(s.resolved for s in a.spans) == len(saved)
+    assert sum(s.resolved for s in a.spans) == len([e for e in saved if e.purpose == "attribution"])
     assert prompt_attr.load_run(a.run_id, runs_dir=runs_dir) == a
 
 

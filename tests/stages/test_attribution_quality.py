@@ -73,9 +73,9 @@ def test_logprob_scorer_on_a_black_box_is_refused_before_any_call(runs_dir):
 
 def test_logprob_scorer_regenerates_nothing(runs_dir):
     backend = logprob_fake()
-    a = run(TWICE, runs_dir, backend=backend, method="loo", faithfulness="off")
-    assert backend.calls == 1  # the baseline answer only
-    assert backend.logprob_calls == 1 + len(a.spans)
+    a = run(TWICE, runs_dir, backend=backend, method="loo", faithfulness="off", behaviour_checks=0)
+    assert backend.calls == 1  # the baseline answer only (the behavioural check generates: off here)
+    assert backend.logprob_calls == 1 + len(a.spans) + 8  # the baseline, each span, the 8 placebos
     assert all(e.output is None and e.target_logprob is not None for e in a.record.evaluations)
     assert a.record.baseline.output == "Our The Lyon The Lyon Lunch Parking"
 
@@ -201,14 +201,15 @@ def test_a_surrogate_run_stopped_midway_keeps_a_fitted_attribution(runs_dir):
 
     def stop_after_12(event):
         seen.append(event)
-        if sum(isinstance(e, Evaluated) for e in seen) == 12:
+        if sum(isinstance(e, Evaluated) and e.evaluation.purpose == "attribution" for e in seen) == 12:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
         run(TWICE, runs_dir, method="surrogate", target="Lyon", on_event=stop_after_12)
     saved = prompt_attr.load_run("latest", runs_dir)
     # the 12 streamed, and any answers already back when the stop came (paid for, so kept)
-    assert saved.status == "aborted" and 12 <= len(saved.record.evaluations) < 32
+    attribution = [e for e in saved.record.evaluations if e.purpose == "attribution"]
+    assert saved.status == "aborted" and 12 <= len(attribution) < 32
     assert len(saved.record.attribution) == len(saved.spans)
     assert saved.record.surrogate is not None and saved.record.surrogate.masks <= len(saved.record.evaluations)
 
@@ -239,7 +240,8 @@ def test_noise_floor_comes_from_repeated_baselines_on_remote_backends(runs_dir):
     a = run(prompt, runs_dir, backend=NoisyFake(), method="loo", noise_repeats=5)
     noise = a.record.noise
     assert noise.repeats == 5 and len(noise.samples) == 10
-    assert noise.floor == max([noise.min_effect, *noise.samples]) and noise.floor > noise.min_effect
+    assert noise.floor == max([noise.min_effect, *noise.samples, noise.calibrated]) and noise.floor > noise.min_effect
+    assert len(noise.placebo) == 8  # placebos see the wobble too: it is part of what they measure
     # only the culprit rises above the wobble of a repeated answer
     assert [s.index for s in a.spans if s.significant] == [1]
     assert all(a.spans[i].score <= noise.floor for i in (0, 2, 3))
@@ -248,14 +250,17 @@ def test_noise_floor_comes_from_repeated_baselines_on_remote_backends(runs_dir):
         {e.id for e in a.record.evaluations if e.purpose != "attribution"}
     )
     one = run(prompt, runs_dir, backend=NoisyFake(), method="loo", noise_repeats=1)
-    assert one.record.noise.samples == [] and one.record.noise.floor == one.record.noise.min_effect
+    assert one.record.noise.samples == [] and one.record.noise.floor == one.record.noise.calibrated
+    assert one.record.noise.floor > one.record.noise.min_effect  # the placebos still see the wobble
+    off = run(prompt, runs_dir, backend=NoisyFake(), method="loo", noise_repeats=1, null_samples=0)
+    assert off.record.noise.floor == off.record.noise.min_effect and off.record.noise.calibrated is None
 
 
 def test_deterministic_backends_do_not_repeat_the_baseline(runs_dir):
     backend = logprob_fake()
-    a = run(TWICE, runs_dir, backend=backend, method="loo", faithfulness="off")
+    a = run(TWICE, runs_dir, backend=backend, method="loo", faithfulness="off", behaviour_checks=0)
     assert a.record.noise.repeats == 1 and backend.calls == 1
-    assert a.record.noise.floor == 0.1  # the minimum effect of the log-prob scorer
+    assert a.record.noise.floor == 0.1  # the minimum effect: placebo deletions move nothing on this model
 
 
 @pytest.mark.parametrize("method", ["loo", "hierarchical", "surrogate"])

@@ -52,7 +52,7 @@ def calls(backend) -> int:
 
 
 def run(runs_dir, backend=None, **options):
-    options = {"method": "loo", "cache": False, **options}
+    options = {"method": "loo", "cache": False, "behaviour_checks": 0, **options}  # numbers, not verdicts
     return prompt_attr.attribute(PROMPT, backend=backend or Answering(), runs_dir=runs_dir, **options)
 
 

@@ -84,7 +84,7 @@ def test_html_colours_follow_the_scores(runs_dir):
     assert alphas == [0.7]  # the culprit; the two spans scoring 0 are noise and stay uncoloured
     assert page.count('class="pa-span pa-noise"') == 2
     assert 'title="span 0: score 0.000 (below the noise floor)"' in page
-    assert 'title="span 1: score 1.000"' in page
+    assert 'title="span 1: score 1.000 (changes the answer: the first sentence changes)"' in page
     # the ranking table lists the culprit first
     first_row = re.search(r"<tbody><tr><td>(\d+)</td>", page)
     assert first_row and first_row.group(1) == "1"

@@ -108,7 +108,7 @@ def test_bytes_sent_grow_linearly_with_evaluations(recorder, runs_dir, monkeypat
     sizes, counts, opened = {}, {}, {}
     for n in (50, 100, 200):
         a, w, events, _ = run_into_widget(planted(n, culprits=(1, n // 2, n - 3)), runs_dir, method="loo", max_tokens=12, faithfulness="off")
-        assert a.status == "finished" and len(a.spans) == n and len(a.record.evaluations) == n
+        assert a.status == "finished" and len(a.spans) == n and len(a.record.evaluations) == n + 8  # + placebos
         updates = recorder.updates(w)
         assert recorder.of(w, "comm_open"), "the widget opened its comm through the recorder"
         opened[n] = sum(m["bytes"] for m in recorder.of(w, "comm_open"))
@@ -305,11 +305,11 @@ def test_budget_stop_shows_aborted(runs_dir):
     def make():
         return FakeBackend(price=Price(input=1.0, output=0.0), embed_price=Price(input=0.0), latency=0.002)
 
-    options = dict(method="loo", max_tokens=8, concurrency=4, faithfulness="off")
+    options = dict(method="loo", max_tokens=8, concurrency=4, faithfulness="off", behaviour_checks=0)
     budget = _projection(prompt, runs_dir, make, **options)
     a, w, _, _ = run_into_widget(prompt, runs_dir, backend=make(), budget=budget, **options)
     assert a.status == "aborted" and "budget" in a.record.reason
-    assert 0 < len(a.record.evaluations) < 40
+    assert 0 < len([e for e in a.record.evaluations if e.purpose == "attribution"]) < 40
     assert w.header["status"] == "aborted"
     assert w.header["reason"] == a.record.reason
     assert w.progress["done"] == w.progress["planned"] == len(a.record.evaluations)
@@ -346,11 +346,11 @@ def test_stop_button_cancels_a_background_run(runs_dir, monkeypatch, interval):
 
     w, result = asyncio.run(notebook())
     assert result.status == "aborted" and "interrupted" in result.record.reason
-    assert 3 <= len(result.record.evaluations) < 60
+    assert 3 <= len(result.record.evaluations) < 60 + 8
     assert w.header["status"] == "aborted" and w.header["reason"] == result.record.reason
     assert w.progress["done"] == len(result.record.evaluations)
     # the heat-map keeps every score it showed before Stop (no span falls back to pending)
-    measured = {e.dropped[0]: e for e in result.record.evaluations}
+    measured = {e.dropped[0]: e for e in result.record.evaluations if e.purpose == "attribution"}
     assert w.scores == [round(measured[i].score, 6) if i in measured else None for i in range(60)]
     assert w.evals == [measured[i].id if i in measured else None for i in range(60)]
     assert answers(w.outputs) == {str(e.id): e.output for e in result.record.evaluations}

@@ -17,7 +17,7 @@ import prompt_attr
 import prompt_attr_widget.views.widget as widget_mod
 from prompt_attr_widget.backends.fake import FakeBackend
 from prompt_attr_widget.views.html import heatmap_html
-from prompt_attr_widget.views.scale import live_significant, paint, scale_max, scale_top
+from prompt_attr_widget.views.scale import live_significant, paint, scale_max, scale_top, verdict
 from prompt_attr_widget.views.widget import AttributionWidget
 
 pytestmark = pytest.mark.browser
@@ -92,11 +92,11 @@ def assert_colours(spans: list[dict], want: list[tuple[str, bool]], scores: list
             assert node["inline"] == "" and node["pending"], node
         elif not css:
             assert node["inline"] == "" and rgba(node["computed"])[3] == 0 and not node["pending"], node
-            assert muted == ("(below noise floor)" in node["aria"]), node
+            assert muted == ("(below the noise floor)" in node["aria"] or "(moves its probability only" in node["aria"]), node
         else:
             assert got is not None and got[:3] == (220, 38, 38), node
             assert abs(got[3] - rgba(css)[3]) < 0.005, (node, css)  # Chromium keeps alpha in 1/255 steps
-            assert not node["pending"] and "noise" not in node["aria"]
+            assert not node["pending"] and "below the noise floor" not in node["aria"]
 
 
 # --- the finished heat-map ------------------------------------------------------------------------
@@ -117,9 +117,9 @@ def test_finished_heatmap_colours_detail_keyboard_and_inertness(page, finished):
     for node, significant in zip(spans, w.significant, strict=True):
         if significant:
             assert rgba(node["computed"]) is not None and rgba(node["computed"])[3] > 0, node
-            assert "noise" not in node["aria"]
-        else:
-            assert rgba(node["computed"])[3] == 0 and "(below noise floor)" in node["aria"], node
+            assert "below the noise floor" not in node["aria"]
+        else:  # below the floor, or moving the answer's probability only: says which
+            assert rgba(node["computed"])[3] == 0 and f"({verdict({s.index: s for s in a.record.attribution}[node['index']])})" in node["aria"], node
     assert_colours(spans, expected_paint(a.record), w.scores)
     alphas = [rgba(s["computed"])[3] for s in spans]
     top = max(range(len(scores)), key=lambda i: scores[i])
@@ -381,8 +381,9 @@ def test_static_heatmap_html_is_inert(page, finished):
     n = page.page.evaluate("document.querySelectorAll('.pa-span').length")
     assert n == len(a.spans)
     titles = page.page.eval_on_selector_all(".pa-span", "ns => ns.map(n => n.title)")
-    noise = {False: " (below the noise floor)"}
-    assert titles == [f"span {s.index}: score {s.score:.3f}{noise.get(s.significant, '')}" for s in a.spans]
+    said = {s.index: verdict(s) for s in a.record.attribution}
+    assert titles == [f"span {s.index}: score {s.score:.3f}" + (f" ({said[s.index]})" if said[s.index] else "")
+                      for s in a.spans]
     assert "noise floor" in page.page.inner_text(".pa-notes")
     colours = page.page.eval_on_selector_all(".pa-span", "ns => ns.map(n => getComputedStyle(n).backgroundColor)")
     alphas = [rgba(c)[3] for c in colours]
