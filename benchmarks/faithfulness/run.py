@@ -261,7 +261,8 @@ def run_untargeted(item: dict, name: str, options: dict | None, runs_dir: Path, 
     return out
 
 
-def score_item(item: dict, index: int, runs_dir: Path, methods: dict, backend, echo=print) -> dict:
+def score_item(item: dict, index: int, runs_dir: Path, methods: dict, backend, echo=print,
+               heldout_count: int = HELDOUT_MASKS) -> dict:
     """Every method on one item, then the deletion checks (one batched score_deletions call)."""
     import prompt_attr
 
@@ -288,7 +289,7 @@ def score_item(item: dict, index: int, runs_dir: Path, methods: dict, backend, e
     # Deletions: oracle (the culprits), random k-subsets, each method's top-k, held-out masks.
     k = max(1, len(culprits))
     randoms = random_subsets(n, k, RANDOM_DRAWS, HELDOUT_SEED + 1 + index)
-    heldout = heldout_masks(n, HELDOUT_MASKS, HELDOUT_SEED)
+    heldout = heldout_masks(n, heldout_count, HELDOUT_SEED) if heldout_count else []
     tops = {name: top_k(r["scores"], k) for name, r in result["runs"].items() if r["scores"] is not None}
     wanted: list[list[int]] = []
     for d in ([culprits] if culprits else []) + randoms + list(tops.values()) + heldout:
@@ -460,10 +461,12 @@ def summarise(results: list[dict], methods) -> dict:
     return rows
 
 
-def table(rows: dict) -> str:
-    def f(v, digits=2):
-        return "—" if v is None else f"{v:.{digits}f}"
+def f(v, digits=2) -> str:
+    """A table cell: the number to `digits` places, or a dash for none."""
+    return "—" if v is None else f"{v:.{digits}f}"
 
+
+def table(rows: dict) -> str:
     lines = [
         "| method | Hit@1 | Hit@1 untargeted | Hit@1 sentence | MRR | top-k del. (norm.) | LDS | calls | wall s "
         "| null clean | twice top-2 |",
@@ -480,9 +483,6 @@ def table(rows: dict) -> str:
 
 def significance_table(rows: dict) -> str:
     """Whether "significant" means what it says, per method (see `significance`)."""
-    def f(v, digits=2):
-        return "—" if v is None else f"{v:.{digits}f}"
-
     lines = [
         "| method | sig. precision | precision (verified causes) | sig. recall | null clean | placebo FPR "
         "| passes | calls | of which placebo + behaviour | wall s |",
@@ -556,6 +556,8 @@ def main(argv=None) -> int:
     ap.add_argument("--kinds", type=lambda v: v.split(","), metavar="KIND[,KIND]",
                     help="only the items of these kinds (e.g. answer_part); write them to their own --out")
     ap.add_argument("--hard", choices=["only", "none"], help="only the hard items, or none of them")
+    ap.add_argument("--heldout-masks", type=int, default=HELDOUT_MASKS,
+                    help=f"held-out masks per item for the LDS (default {HELDOUT_MASKS}; 0: no LDS, faster)")
     ap.add_argument("--resume", action="store_true",
                     help="continue an interrupted run from --out (its verdicts and scored items are kept)")
     ap.add_argument("--methods", nargs="*", choices=list(METHODS), help="a subset of the methods")
@@ -609,7 +611,7 @@ def main(argv=None) -> int:
         valid_ids = {v.id for v in verdicts if v.valid}
         return {
             "complete": final,
-            "config": {"seed": SEED, "heldout_seed": HELDOUT_SEED, "heldout_masks": HELDOUT_MASKS,
+            "config": {"seed": SEED, "heldout_seed": HELDOUT_SEED, "heldout_masks": args.heldout_masks,
                        "random_draws": RANDOM_DRAWS, "max_tokens": MAX_TOKENS,
                        "kind_max_tokens": validation.KIND_MAX_TOKENS, "segment": "line",
                        "methods": dict(methods), "quick": args.quick, "kinds": kinds, "hard": args.hard,
@@ -654,7 +656,7 @@ def main(argv=None) -> int:
         if item["id"] in done:
             continue
         ti = time.perf_counter()
-        res = score_item(item, index, runs_dir, methods, backend)
+        res = score_item(item, index, runs_dir, methods, backend, heldout_count=args.heldout_masks)
         res["item_s"] = round(time.perf_counter() - ti, 2)
         res["load"] = load()
         results.append(res)

@@ -82,23 +82,14 @@ def language(answer: str) -> str | None:
     return best if hits[best] >= 2 else None
 
 
+_SCRIPTS = ((0x250, "latin"), (0x370, "other"), (0x400, "greek"), (0x530, "cyrillic"), (0x590, "other"),
+            (0x700, "hebrew/arabic"), (0x3040, "other"), (0x3100, "kana"), (0x4E00, "other"), (0xA000, "han"),
+            (0xAC00, "other"), (0xD7B0, "hangul"))  # (end of a range of code points, its script)
+
+
 def _script(c: str) -> str:
     code = ord(c)
-    if code < 0x250:
-        return "latin"
-    if 0x370 <= code < 0x400:
-        return "greek"
-    if 0x400 <= code < 0x530:
-        return "cyrillic"
-    if 0x590 <= code < 0x700:
-        return "hebrew/arabic"
-    if 0x3040 <= code < 0x3100:
-        return "kana"
-    if 0x4E00 <= code < 0xA000:
-        return "han"
-    if 0xAC00 <= code < 0xD7B0:
-        return "hangul"
-    return "other"
+    return next((name for end, name in _SCRIPTS if code < end), "other")
 
 
 def form(answer: str) -> str:

@@ -83,8 +83,8 @@ def _check_record(att: prompt_attr.Attribution, prompt: str) -> None:
     for s in att.spans:
         assert math.isfinite(s.score) and 0.0 <= s.score <= 1.0
     assert rec.evaluations
-    for ev in rec.evaluations:
-        assert ev.dropped and 0.0 <= ev.score <= 1.0
+    for ev in rec.evaluations:  # a placebo deletes nothing of the prompt: it adds a sentence
+        assert (bool(ev.dropped) != (ev.purpose == "placebo")) and 0.0 <= ev.score <= 1.0
         if ev.output == att.baseline:
             assert ev.score == 0.0
         else:
@@ -144,8 +144,9 @@ def test_attribute_saves_replays_and_caches(runs_dir, monkeypatch):
     loo = prompt_attr.attribute(PROMPT, model="local", runs_dir=runs_dir, max_tokens=48, method="loo", **EMBEDDING)
     _check_record(loo, PROMPT)
     n = len(loo.spans)
-    assert sorted(tuple(ev.dropped) for ev in loo.record.evaluations) == [(i,) for i in range(n)]
-    by_dropped = {ev.dropped[0]: ev for ev in loo.record.evaluations}
+    attribution = [ev for ev in loo.record.evaluations if ev.purpose == "attribution"]
+    assert sorted(tuple(ev.dropped) for ev in attribution) == [(i,) for i in range(n)]
+    by_dropped = {ev.dropped[0]: ev for ev in attribution}
     for span, score in zip(loo.spans, sorted(loo.record.attribution, key=lambda s: s.index), strict=True):
         assert span.resolved and score.resolved
         assert span.score == pytest.approx(by_dropped[span.index].score)
@@ -178,7 +179,7 @@ def test_uncached_runs_are_deterministic(runs_dir, tmp_path):
     assert not (tmp_path / "cache").exists(), "cache=False still wrote the call cache"
     first, second = runs
     assert first.baseline == second.baseline  # temperature 0, seed 42
-    outputs = [{tuple(e.dropped): e.output for e in run.record.evaluations} for run in runs]
+    outputs = [{(tuple(e.dropped), e.purpose, e.repeat): e.output for e in run.record.evaluations} for run in runs]
     assert outputs[0] == outputs[1]
     assert [s.score for s in first.spans] == pytest.approx([s.score for s in second.spans], abs=1e-9)
 
@@ -423,15 +424,18 @@ def test_prefix_reuse_and_the_order_of_evaluations_change_no_result(runs_dir, mo
         flipped, _ = reused_tokens(lambda: prompt_attr.attribute(PROMPT, **options))
     assert reused_on > 0 and reused_off == 0
 
+    def key(e):
+        return tuple(e.dropped), e.purpose, e.repeat
+
     def order(run):
-        return [tuple(e.dropped) for e in run.record.evaluations]
+        return [key(e) for e in run.record.evaluations if e.purpose == "attribution"]
 
     assert order(flipped) != order(on) and sorted(order(flipped)) == sorted(order(on))
     for other in (off, flipped):
         assert other.baseline == on.baseline
-        scores = {tuple(e.dropped): e.score for e in other.record.evaluations}
-        for e in on.record.evaluations:
-            assert scores[tuple(e.dropped)] == pytest.approx(e.score, abs=1e-4)
+        scores = {key(e): e.score for e in other.record.evaluations}
+        for e in on.record.evaluations:  # the placebos and behavioural checks too
+            assert scores[key(e)] == pytest.approx(e.score, abs=1e-4)
         assert [s.score for s in other.spans] == pytest.approx([s.score for s in on.spans], abs=1e-4)
 
 

@@ -43,7 +43,9 @@ def _load(name: str):
 def test_target_attribution_ranks_a_planted_culprit_first(tmp_path):
     validation, bench = _load("validate"), _load("run")
     items = validation.load_items()
-    planted = [it for it in items if it["kind"] != "null"]
+    # the short items: the hard ones (40-50 sentence spans) take minutes each, so they are
+    # measured by the benchmark itself (README, "Honest significance"), not in CI
+    planted = [it for it in items if it["kind"] != "null" and not it.get("hard")]
     backend = validation.local_backend()  # one answer per prompt: runs see the validated baselines
     valid, verdicts = validation.validate(planted, validation.Generator(backend), echo=None)
     failed = {v.id: v.reason for v in verdicts if not v.valid}
