@@ -104,7 +104,8 @@ def legend_note(floor: float | None, unrefined: bool, marker: str = "dotted unde
     widget and the static HTML, `*` in tables), so "uncoloured" is never
     read as "every pale span is above the floor".
     """
-    parts = [] if floor is None else [f"uncoloured: below the noise floor {floor:.3f} (spans measured alone)"]
+    parts = [] if floor is None else [f"uncoloured: below the noise floor {floor:.3f} (spans measured alone), "
+                                      "or moving the answer's probability only"]
     if unrefined:
         parts.append(f"{marker}: a share of a group the hierarchical pass did not refine "
                      "(not measured alone, so never judged noise)")

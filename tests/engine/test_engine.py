@@ -335,7 +335,8 @@ def test_to_records(result):
     records = result.to_records()
     assert len(records) == 8
     assert set(records[0]) == {
-        "index", "start", "end", "text", "score", "resolved", "ablated_output", "stderr", "significant", "drives"
+        "index", "start", "end", "text", "score", "resolved", "ablated_output", "stderr", "significant",
+        "behaviour", "verdict", "drives"
     }
     for r in records:
         assert result.record.prompt[r["start"] : r["end"]] == r["text"]
@@ -356,7 +357,7 @@ def test_to_dataframe(result):
     assert df.loc[5, "score"] == 1.0
     assert df["score"].idxmax() == 5
     assert list(df.columns) == ["start", "end", "text", "score", "resolved", "ablated_output", "stderr", "significant",
-                                "drives"]
+                                "behaviour", "verdict", "drives"]
 
 
 def test_repr_and_html(result):

@@ -39,15 +39,15 @@ class CountingBackend(FakeBackend):
     def __init__(self, rng: random.Random, **kw):
         super().__init__(**kw)
         self.rng = rng
-        self.asked: list[str] = []
+        self.asked: list[tuple[str, str]] = []
 
     async def complete(self, messages, params):
-        self.asked.append(messages[-1]["content"])
+        self.asked.append(("complete", messages[-1]["content"]))
         await asyncio.sleep(self.rng.uniform(0, 0.003))
         return await super().complete(messages, params)
 
     async def logprob(self, messages, continuation):
-        self.asked.append(messages[-1]["content"])
+        self.asked.append(("logprob", messages[-1]["content"]))
         await asyncio.sleep(self.rng.uniform(0, 0.003))
         return await super().logprob(messages, continuation)
 
@@ -161,10 +161,11 @@ def test_interrupts_at_random_points_lose_nothing_and_resume_finishes(tmp_path, 
         done = prompt_attr.attribute(resume=run_id, backend=fresh, runs_dir=runs_dir, cache=False)
         assert done.status == "finished", done.record.reason
         assert done.run_id == run_id and done.record.resumed_at
-        stored_prompts = {ev_prompt(record, e) for e in record.evaluations}
+        stored_prompts = {("logprob" if e.output is None else "complete", ev_prompt(record, e))
+                          for e in record.evaluations}
         asked_again = [p for p in fresh.asked if p in stored_prompts]
         # the baseline's own scoring call is the one thing a cache-less resume repeats
-        assert all(p == record.prompt for p in asked_again), (trial, mode)
+        assert all(p == ("logprob", record.prompt) for p in asked_again), (trial, mode)
         final = read_run(run_id, runs_dir)
         assert len({key(e) for e in final.evaluations}) == len(final.evaluations)
         assert {key(e) for e in record.evaluations} <= {key(e) for e in final.evaluations}
@@ -181,9 +182,13 @@ def test_interrupts_at_random_points_lose_nothing_and_resume_finishes(tmp_path, 
 
 
 def ev_prompt(record, evaluation) -> str:
-    """The prompt text an evaluation sent (its spans deleted)."""
+    """The prompt text an evaluation sent (its spans deleted, or a placebo added)."""
+    from prompt_attr_widget.stages.noise import placebo_prompt
     from prompt_attr_widget.stages.segment import render
 
+    if evaluation.purpose == "placebo":
+        return placebo_prompt(record.prompt, record.spans, evaluation.repeat, record.settings.seed,
+                              record.baseline.output or "")
     keep = [i not in set(evaluation.dropped) for i in range(len(record.spans))]
     return render(record.prompt, record.spans, keep)
 

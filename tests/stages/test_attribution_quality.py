@@ -317,7 +317,8 @@ def test_renderings_say_how_sure_the_run_is(runs_dir):
     assert "noise floor 0.100" in page and "of the target &#x27;Lyon&#x27;" in page
     assert "± " in page and "uncoloured: below the noise floor" in page
     table = top_table(a.record)
-    assert " yes " in table and "noise" in table and "check: deleting the top 2 together" in table
+    assert " changes " in table and "noise" in table and "check: deleting the top 2 together" in table
+    assert "behaviour: 2 change the answer when deleted" in table  # the copies, deleted together
     assert [s.index for s in a.significant()] == sorted({1, 3}, key=lambda i: -a.spans[i].score)
 
 

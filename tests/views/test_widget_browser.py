@@ -15,6 +15,7 @@ from browser_harness import SCREENSHOTS, Page, empty_state, view_state
 
 import prompt_attr
 import prompt_attr_widget.views.widget as widget_mod
+from prompt_attr_widget.backends.base import Completion
 from prompt_attr_widget.backends.fake import FakeBackend
 from prompt_attr_widget.views.html import heatmap_html
 from prompt_attr_widget.views.scale import live_significant, paint, scale_max, scale_top, verdict
@@ -599,3 +600,43 @@ def test_the_live_view_hides_its_saved_view_while_it_is_drawn(page, finished):
     page.page.evaluate("() => window.__cleanup()")
     assert page.page.evaluate(shown, "mine")  # the live view is gone: its saved view shows again
     assert page.errors == []
+
+
+# --- the behavioural check --------------------------------------------------------------------------
+
+
+class ProbabilityOnly(FakeBackend):
+    """Deleting the code changes the answer; deleting "Please answer briefly." only makes the
+    same answer less likely (every token 1.5 nats), so it moves the probability only."""
+
+    async def complete(self, messages, params):
+        self.calls += 1
+        said = "The code is Zorblax." if "Zorblax" in messages[-1]["content"] else "I do not know."
+        return Completion(said, prompt_tokens=20, completion_tokens=5, finish_reason="stop")
+
+    async def logprob(self, messages, continuation):
+        scored = await super().logprob(messages, continuation)
+        if "Please answer briefly." not in messages[-1]["content"]:
+            scored.logprobs = [lp - 1.5 for lp in scored.logprobs]
+        return scored
+
+
+def test_the_widget_says_which_spans_change_the_answer_and_which_move_its_probability_only(page, tmp_path):
+    prompt = "The code is Zorblax. Please answer briefly. It is late. What is the code?"
+    a = prompt_attr.attribute(prompt, backend=ProbabilityOnly(logprobs=True), runs_dir=tmp_path, method="loo",
+                              target="Zorblax", cache=False)
+    by_index = {s.index: s for s in a.record.attribution}
+    assert by_index[0].behaviour == "changes" and by_index[1].behaviour == "probability"
+    w = AttributionWidget.from_attribution(a)
+    page.mount(view_state(w))
+    spans = page.spans()
+    assert "(changes the answer: the target is gone)" in spans[0]["aria"]
+    assert "(moves its probability only" in spans[1]["aria"] and rgba(spans[1]["computed"])[3] == 0
+    assert rgba(spans[0]["computed"])[3] > 0  # the cause is coloured, the probability-only span is not
+    ranking = page.page.inner_text(".pa-ranking") if page.page.locator(".pa-ranking").count() else \
+        " ".join(page.page.eval_on_selector_all(".pa-rank", "ns => ns.map(n => n.textContent)"))
+    assert "(changes the answer)" in ranking and "(moves its probability only)" in ranking
+    page.page.locator('.pa-span[data-index="1"]').click()
+    assert "moves its probability only" in page.detail()["head"]
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.page.locator("#wrap").screenshot(path=str(SCREENSHOTS / "widget-behaviour.png"))
