@@ -62,6 +62,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 # One BLAS thread: idle OpenBLAS workers spin after each fit and take CPU from
@@ -466,38 +467,33 @@ def f(v, digits=2) -> str:
     return "—" if v is None else f"{v:.{digits}f}"
 
 
+def markdown(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """A Markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
 def table(rows: dict) -> str:
-    lines = [
-        "| method | Hit@1 | Hit@1 untargeted | Hit@1 sentence | MRR | top-k del. (norm.) | LDS | calls | wall s "
-        "| null clean | twice top-2 |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for name, r in rows.items():
-        lines.append(
-            f"| {name} | {f(r['hit1'])} | {f(r.get('hit1_untargeted'))} | {f(r.get('hit1_sentence'))} "
-            f"| {f(r['mrr'])} | {f(r['topk_norm'])} | {f(r['lds'])} "
-            f"| {f(r['calls'], 1)} | {f(r['wall_s'], 1)} | {f(r['null_clean'])} | {f(r['twice_top2'])} |"
-        )
-    return "\n".join(lines)
+    header = ["method", "Hit@1", "Hit@1 untargeted", "Hit@1 sentence", "MRR", "top-k del. (norm.)", "LDS", "calls",
+              "wall s", "null clean", "twice top-2"]
+    return markdown(header, ([name, f(r["hit1"]), f(r.get("hit1_untargeted")), f(r.get("hit1_sentence")), f(r["mrr"]),
+                              f(r["topk_norm"]), f(r["lds"]), f(r["calls"], 1), f(r["wall_s"], 1),
+                              f(r["null_clean"]), f(r["twice_top2"])] for name, r in rows.items()))
 
 
 def significance_table(rows: dict) -> str:
     """Whether "significant" means what it says, per method (see `significance`)."""
-    lines = [
-        "| method | sig. precision | precision (verified causes) | sig. recall | null clean | placebo FPR "
-        "| passes | calls | of which placebo + behaviour | wall s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for name, r in rows.items():
-        if r.get("sig_recall") is None and r.get("null_clean") is None:
-            continue
+    header = ["method", "sig. precision", "precision (verified causes)", "sig. recall", "null clean", "placebo FPR",
+              "passes", "calls", "of which placebo + behaviour", "wall s"]
+
+    def row(name: str, r: dict) -> list[str]:
         extra = None if r.get("placebo_calls") is None else r["placebo_calls"] + (r.get("behaviour_calls") or 0)
-        lines.append(
-            f"| {name} | {f(r.get('sig_precision'))} | {f(r.get('sig_precision_causes'))} | {f(r.get('sig_recall'))} "
-            f"| {f(r['null_clean'])} | {f(r.get('placebo_fpr'), 3)} | {f(r.get('passes'), 1)} | {f(r['calls'], 1)} "
-            f"| {f(extra, 1)} | {f(r['wall_s'], 1)} |"
-        )
-    return "\n".join(lines)
+        return [name, f(r.get("sig_precision")), f(r.get("sig_precision_causes")), f(r.get("sig_recall")),
+                f(r["null_clean"]), f(r.get("placebo_fpr"), 3), f(r.get("passes"), 1), f(r["calls"], 1),
+                f(extra, 1), f(r["wall_s"], 1)]
+
+    return markdown(header, (row(name, r) for name, r in rows.items()
+                             if r.get("sig_recall") is not None or r.get("null_clean") is not None))
 
 
 def subsets(results: list[dict], methods) -> dict:

@@ -44,7 +44,7 @@ from ..core.version import __version__
 from ..stages.behaviour import checks_of, difference, judge, next_checks
 from ..stages.estimate import estimate
 from ..stages.faithfulness import RANDOM_DRAWS, predicted, random_subsets, spearman, top_k
-from ..stages.noise import default_repeats, noise_floor, pairwise
+from ..stages.noise import default_repeats, noise_floor, null_bound, pairwise
 from ..stages.plan import (
     Group,
     leave_one_out,
@@ -262,6 +262,10 @@ class _Run:
         """What the repeated baselines answered, where the scorer generated them."""
         return [e.output for e in self.noise_calls if e.output is not None]
 
+    def floor(self) -> float:
+        """The noise floor, once measured (a halted measurement leaves none: nothing passes it)."""
+        return self.noise.floor if self.noise is not None else float("inf")
+
     async def passes(self) -> AsyncIterator:
         n, c = len(self.spans), self.config
         if c.method == "surrogate":
@@ -283,12 +287,13 @@ class _Run:
                 yield event
             yield self.estimate(round_)
             impacts = {g: self.evaluated[g.dropped].score for g in groups}
-            frontier = select_for_refinement(impacts, c.refine_threshold)
+            frontier = select_for_refinement(impacts, c.refine_threshold, self.floor())
             round_ += 1
 
     async def check_behaviour(self) -> AsyncIterator:
         """Generate without the top significant spans: does the answer change (stages/behaviour.py)?
-        Two rounds at most: the spans one by one, then those that changed nothing, together."""
+        Two rounds at most: the spans one by one, then those that changed nothing, together
+        (or the one that changed nothing with its likeliest partner)."""
         limit = self.config.behaviour_checks
         if limit <= 0 or not self.scores or self.base_call.output is None:
             return
@@ -296,7 +301,7 @@ class _Run:
         last = max(ev.round for ev in self.evaluated.values())
         yield self.estimate(last)  # the verdicts of answers the deletions generated anyway
         for _ in range(2):
-            todo = next_checks(self.scores, limit, len(self.behaviour))
+            todo = next_checks(self.scores, limit, len(self.behaviour), null_bound(self.noise))
             if not todo:
                 break
             async for event in self._stream([self.generate(d) for d in todo]):

@@ -20,8 +20,14 @@ At most `behaviour_checks` generations per run (3 by default), given to the
 highest-scoring significant spans. A fact stated twice changes nothing
 when either copy goes alone: when two or more checked spans move the
 probability only, the last generation deletes them together, and if that
-changes the answer each is a cause together with the others. Significant
-spans beyond the limit keep their flag, marked as not checked.
+changes the answer each is a cause together with the others. When only one
+does, its likeliest copy is the highest-scoring span below the floor whose
+score still passes what irrelevant deletions do (the placebo bound, without
+the minimum effect): deleting one copy of a fact stated twice moves the
+answer's probability a little, not nothing. The two are deleted together,
+and if that changes the answer both are causes together, the partner
+included, though its own score stays under the floor. Significant spans
+beyond the limit keep their flag, marked as not checked.
 
 An answer a deletion already generated (the embedding scorer's) is
 reused, so the check costs no call there. On a backend whose answers vary
@@ -158,12 +164,13 @@ def checks_of(evaluations: Iterable[Evaluation]) -> list[Check]:
             if e.purpose == "behaviour" or (e.purpose == "attribution" and len(e.dropped) == 1 and e.output is not None)]
 
 
-def next_checks(scores: Sequence[SpanScore], limit: int, used: int) -> list[tuple[int, ...]]:
+def next_checks(scores: Sequence[SpanScore], limit: int, used: int, partner_floor: float = 0.0) -> list[tuple[int, ...]]:
     """What the check generates next, given the spans judged so far (`judge`) and `used` of
     `limit` generations spent: first the significant spans not checked yet, highest first,
     keeping one generation back when two or more are significant; then, with that one, the
     checked spans that move the probability only, deleted together (two or more), else the
-    next significant span alone."""
+    next significant span alone, else the one such span with its likeliest partner: the
+    highest-scoring unflagged span scoring above `partner_floor` (see the module doc)."""
     left = limit - used
     if left <= 0:
         return []
@@ -175,7 +182,11 @@ def next_checks(scores: Sequence[SpanScore], limit: int, used: int) -> list[tupl
         return [(i,) for i in unchecked[:singles]]
     if len(alone) >= 2:
         return [tuple(sorted(alone))]
-    return [(i,) for i in unchecked[:1]]
+    if unchecked:
+        return [(unchecked[0],)]
+    partner = next((s.index for s in rank(scores) if not s.significant and s.behaviour is None
+                    and s.score > partner_floor), None)
+    return [tuple(sorted((alone[0], partner)))] if alone and partner is not None else []
 
 
 def judge(
@@ -187,7 +198,9 @@ def judge(
     limit: int = 3,
 ) -> list[SpanScore]:
     """The scores with each checked span's behaviour set, and `significant` cleared where the
-    span moves the probability only. Unchecked significant spans are marked so."""
+    span moves the probability only, or set on an unflagged span whose deletion together
+    with flagged ones changed the answer (a partner, see `next_checks`). Unchecked
+    significant spans are marked so."""
     wobble, varies = _unchanged_prompt(baseline, noise_answers, target)
 
     def why(output: str) -> str | None:
@@ -195,19 +208,29 @@ def judge(
 
     single = {c.dropped[0]: why(c.output) for c in checks if len(c.dropped) == 1}
     together = {c.dropped: why(c.output) for c in checks if len(c.dropped) > 1}
+    flagged = {s.index for s in scores if s.significant}
+
+    def joint(i: int) -> dict | None:
+        """The verdict of a deletion together with others that changed the answer, if any."""
+        found = next(((d, w) for d, w in together.items() if i in d and w is not None), None)
+        if found is None:
+            return None
+        others = ", ".join(str(j) for j in found[0] if j != i)
+        return {"behaviour": "changes", "behaviour_note": f"together with span {others}: {found[1]}"}
+
     out = []
     for s in scores:
-        if not s.significant:  # only a span above the floor is a candidate cause
-            out.append(s)
+        if not s.significant:  # a candidate cause is a span above the floor, or the partner of one
+            partnered = any(s.index in d and set(d) - {s.index} <= flagged for d in together)
+            update = joint(s.index) if partnered else None
+            out.append(s if update is None else s.model_copy(update={**update, "significant": True}))
             continue
         update: dict = {"behaviour": None, "behaviour_note": None}
         if s.index in single and single[s.index] is not None:
             update.update(behaviour="changes", behaviour_note=single[s.index])
         elif s.index in single:
-            with_others = next(((d, w) for d, w in together.items() if s.index in d and w is not None), None)
-            if with_others is not None:
-                others = ", ".join(str(i) for i in with_others[0] if i != s.index)
-                update.update(behaviour="changes", behaviour_note=f"together with span {others}: {with_others[1]}")
+            if (with_others := joint(s.index)) is not None:
+                update.update(with_others)
             else:
                 update.update(behaviour="probability", behaviour_note="the answer does the same without it",
                               significant=False)

@@ -112,6 +112,14 @@ def noise_floor(samples: list[float], repeats: int, min_effect: float, placebo: 
                       calibrated=bound, fpr=NULL_FPR if bound is not None else None)
 
 
+def null_bound(noise: NoiseFloor | None) -> float:
+    """What irrelevant deletions and repeated answers reach, without the minimum effect: a
+    span scoring above it moves the answer more than chance, if too little to be reported."""
+    if noise is None:
+        return 0.0
+    return max([0.0, *noise.samples, *([noise.calibrated] if noise.calibrated is not None else [])])
+
+
 def placebo_prompt(prompt: str, spans: Sequence[Span], k: int, seed: int, answer: str = "") -> str:
     """Copy `k` of the prompt with one neutral sentence inserted (see the module doc).
 

@@ -15,7 +15,15 @@ import pytest
 import prompt_attr
 from prompt_attr_widget.backends.base import Completion
 from prompt_attr_widget.backends.fake import FakeBackend
-from prompt_attr_widget.stages.behaviour import difference, form, language
+from prompt_attr_widget.core.schema import SpanScore
+from prompt_attr_widget.stages.behaviour import (
+    Check,
+    difference,
+    form,
+    judge,
+    language,
+    next_checks,
+)
 from prompt_attr_widget.stages.noise import NULL_FPR, calibrated_bound, placebo_prompt, t_quantile
 from prompt_attr_widget.stages.segment import segment
 from prompt_attr_widget.views.export import to_csv
@@ -138,6 +146,26 @@ def test_a_fact_stated_twice_changes_the_answer_when_both_copies_go(runs_dir):
     behaviour = [sorted(e.dropped) for e in a.record.evaluations if e.purpose == "behaviour"]
     assert len(behaviour) <= 3 and [0, 3] in behaviour  # the two alone, then together
     assert by_index[0].significant and by_index[3].significant
+
+
+def test_a_copy_under_the_floor_is_checked_with_the_one_above_it():
+    """Deleting one copy of a fact stated twice moves the answer a little: the copy that passes
+    the floor, checked alone, changes nothing, so it is deleted together with the likeliest
+    other copy, the best span under the floor that still beats the placebo bound."""
+    scores = [SpanScore(index=i, score=v, group=(i, i + 1), significant=v > 0.1)
+              for i, v in enumerate([0.5, 0.01, 0.06, 0.08, 0.0])]
+    base, gone = "The code is Zorblax.", "I do not know."
+    assert next_checks(scores, 3, 0, partner_floor=0.03) == [(0,)]
+    alone = judge(scores, [Check((0,), base)], base, "Zorblax")
+    assert alone[0].behaviour == "probability" and not alone[0].significant
+    assert next_checks(alone, 3, 1, partner_floor=0.03) == [(0, 3)]
+    assert next_checks(alone, 3, 1, partner_floor=0.09) == []  # no span under the floor beats the bound
+    both = judge(scores, [Check((0,), base), Check((0, 3), gone)], base, "Zorblax")
+    assert [s.significant for s in both] == [True, False, False, True, False]
+    assert both[3].behaviour == "changes" and both[3].behaviour_note == "together with span 0: the target is gone"
+    assert both[0].behaviour_note == "together with span 3: the target is gone"
+    same = judge(scores, [Check((0,), base), Check((0, 3), base)], base, "Zorblax")  # no change together
+    assert [s.significant for s in same] == [False] * 5 and same[3].behaviour is None
 
 
 def test_the_check_compares_what_the_model_does():
