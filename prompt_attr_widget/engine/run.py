@@ -262,10 +262,6 @@ class _Run:
         """What the repeated baselines answered, where the scorer generated them."""
         return [e.output for e in self.noise_calls if e.output is not None]
 
-    def floor(self) -> float:
-        """The noise floor, once measured (a halted measurement leaves none: nothing passes it)."""
-        return self.noise.floor if self.noise is not None else float("inf")
-
     async def passes(self) -> AsyncIterator:
         n, c = len(self.spans), self.config
         if c.method == "surrogate":
@@ -287,7 +283,7 @@ class _Run:
                 yield event
             yield self.estimate(round_)
             impacts = {g: self.evaluated[g.dropped].score for g in groups}
-            frontier = select_for_refinement(impacts, c.refine_threshold, self.floor())
+            frontier = select_for_refinement(impacts, c.refine_threshold)
             round_ += 1
 
     async def check_behaviour(self) -> AsyncIterator:

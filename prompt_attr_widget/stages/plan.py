@@ -8,16 +8,9 @@ hierarchical passes (groups of about `fraction` of the prompt, refined).
 The refinement rule (documented in the README): after a pass, sort that
 pass's groups by impact (their score, negatives counted as 0) from high to
 low, and refine the shortest prefix whose impact adds up to at least
-`threshold` (default 0.85) of the pass's total impact; refine, too, every
-group whose impact passes the noise floor, however small its share. Groups
-outside both are final: their spans share the group's score. A pass whose
-total impact is zero refines nothing, since there is nothing to explain.
-
-The share alone misses a culprit in a long prompt whose deletion moves the
-answer less than a large group of ordinary text does (a language
-instruction inside 45 sentences): its group is significant yet holds a
-small share. The floor alone would refine nothing on a backend whose noise
-is large; each covers the other's gap.
+`threshold` (default 0.85) of the pass's total impact. Groups outside that
+prefix are final: their spans share the group's score. A pass whose total
+impact is zero refines nothing, since there is nothing to explain.
 """
 
 from __future__ import annotations
@@ -122,20 +115,18 @@ def _boundary_strength(spans: Sequence[Span], prompt: str, index: int) -> int:
     return min(gap.count("\n"), 2)
 
 
-def select_for_refinement(impacts: dict[Group, float], threshold: float,
-                          floor: float = float("inf")) -> list[Group]:
-    """The hottest groups holding at least `threshold` of the pass's impact, and every group
-    whose impact passes `floor` (see module doc); hottest first."""
+def select_for_refinement(impacts: dict[Group, float], threshold: float) -> list[Group]:
+    """The hottest groups holding at least `threshold` of the pass's impact (see module doc)."""
+    positive = {g: max(0.0, s) for g, s in impacts.items() if g.size > 1}
     total = sum(max(0.0, s) for s in impacts.values())
     if total <= 0:
         return []
     chosen, covered = [], 0.0
     for group, impact in sorted(impacts.items(), key=lambda kv: (-kv[1], kv[0])):
-        in_share = covered < threshold * total
-        if impact <= 0 or not (in_share or impact > floor):
+        if covered >= threshold * total or impact <= 0:
             break
         covered += impact
-        if group.size > 1:
+        if group in positive:
             chosen.append(group)
     return chosen
 

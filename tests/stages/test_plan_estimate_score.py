@@ -195,14 +195,6 @@ def test_zero_total_impact_refines_nothing(impacts):
     assert select_for_refinement(impacts, 0.85) == []
 
 
-def test_refinement_also_takes_every_group_above_the_noise_floor():
-    impacts = {A: 4.0, B: 0.3, C: 0.2, D: 0.05}  # B and C hold 11% of the impact
-    assert select_for_refinement(impacts, 0.85) == [A]
-    assert select_for_refinement(impacts, 0.85, floor=0.1) == [A, B, C]
-    assert select_for_refinement(impacts, 0.85, floor=0.25) == [A, B]
-    assert select_for_refinement({A: 0.5, B: 0.5}, 0.5, floor=0.5) == [A]  # passing means above it
-
-
 def test_zero_impact_groups_are_never_refined():
     assert select_for_refinement({A: 1.0, B: 0.0, C: 0.0}, 1.0) == [A]
 

@@ -412,11 +412,10 @@ def test_parts_of_an_old_run_say_why_in_the_widget(runs_dir):
 
 def test_explain_names_an_unrefined_group_that_holds_a_sentences_cause(runs_dir):
     """A hierarchical run never split the group holding the culprit of a short sentence: explain()
-    says so (the group and its score), never "no span above the noise floor". The answer is long,
-    so the culprit's group moves the whole of it by less than the floor and is not refined."""
+    says so (the group and its score), never "no span above the noise floor"."""
     prompt = " ".join(f"Line {i} says Word{i}." for i in range(30)) + \
         " Say Discontinued once. Filler text here. More filler text. Even more filler."
-    answer = "The " + " ".join(f"Word{i % 3}" for i in range(300)) + " are here. And Discontinued too."
+    answer = "The " + " ".join(f"Word{i % 3}" for i in range(45)) + " are here. And Discontinued too."
     whole = prompt_attr.attribute(prompt, backend=Answering(answer), runs_dir=runs_dir, cache=False)
     culprit = next(s.index for s in whole.spans if "Discontinued" in s.text)
     row = whole.explain()[1]
